@@ -1,0 +1,19 @@
+"""Numba kernels: the hot path of minilottery, kept apart from the readable layers.
+
+Every kernel here has a plain NumPy twin with the same signature and the same
+in-place effect (the twin's name ends in ``_numpy``); ``TWINS`` lists the pairs and
+the tests assert that each pair agrees. With ``NUMBA_DISABLE_JIT=1`` the kernels
+run as ordinary Python, which is slow but still correct. Compiled kernels are
+cached on disk (``cache=True``), so only the first run pays for compilation.
+"""
+import numba
+
+jit = numba.njit(cache=True, fastmath=True)
+jit_parallel = numba.njit(cache=True, fastmath=True, parallel=True)
+
+# Values smaller than this are flushed to exactly 0 in optimizer state. Adam's
+# moment estimates of a weight that stops getting gradient decay geometrically
+# (0.9^t) into float32 denormals after ~800 steps, and arithmetic on denormals is
+# 3-5x slower on x86. 1e-30 is far above the denormal range (< 1.2e-38) and far
+# below anything that changes an update.
+FLUSH_BELOW = 1e-30

@@ -1,0 +1,196 @@
+"""Element-wise kernels of a training step: bias and ReLU, dropout, the loss, optimizers.
+
+Matrix products stay with NumPy's BLAS; these are the remaining per-step passes
+over memory, which in plain NumPy cost more than the products themselves at the
+paper's batch size of 60 (each NumPy expression is a separate pass plus
+temporaries). Each kernel works in place and has a NumPy twin ``<name>_numpy``.
+"""
+import numpy as np
+from numba import prange
+
+from . import FLUSH_BELOW, jit, jit_parallel
+
+
+# ----------------------------------------------------------------------------- bias, ReLU
+
+@jit
+def add_bias(y, b):
+    """y[n, j] += b[j] for a (N, F) activation."""
+    for n in range(y.shape[0]):
+        for j in range(y.shape[1]):
+            y[n, j] += b[j]
+
+
+def add_bias_numpy(y, b):
+    y += b
+
+
+@jit
+def relu_forward(x):
+    """x = max(x, 0), in place on a flat array."""
+    for i in range(x.size):
+        if x[i] < 0:
+            x[i] = 0
+
+
+def relu_forward_numpy(x):
+    np.maximum(x, 0, out=x)
+
+
+@jit
+def relu_backward(dy, y):
+    """dy = dy * (y > 0), in place on flat arrays; y is the ReLU's output."""
+    for i in range(dy.size):
+        if y[i] <= 0:
+            dy[i] = 0
+
+
+def relu_backward_numpy(dy, y):
+    dy *= y > 0
+
+
+@jit
+def bias_grad(dy, db):
+    """db[j] = sum over n of dy[n, j]."""
+    db[:] = 0
+    for n in range(dy.shape[0]):
+        for j in range(dy.shape[1]):
+            db[j] += dy[n, j]
+
+
+def bias_grad_numpy(dy, db):
+    np.sum(dy, axis=0, out=db)
+
+
+# ----------------------------------------------------------------------------- dropout
+
+@jit
+def dropout_forward(x, u, p, scale):
+    """Inverted dropout: scale = (u >= p) / (1 - p); x *= scale. Flat arrays, u ~ U[0, 1)."""
+    keep = 1.0 / (1.0 - p)
+    for i in range(x.size):
+        scale[i] = keep if u[i] >= p else 0.0
+        x[i] *= scale[i]
+
+
+def dropout_forward_numpy(x, u, p, scale):
+    scale[:] = (u >= p) / (1.0 - p)
+    x *= scale
+
+
+# ----------------------------------------------------------------------------- loss
+
+@jit
+def softmax_cross_entropy(logits, labels, dlogits):
+    """Mean cross-entropy of softmax(logits) against integer labels; fills dlogits.
+
+    Stable form: log softmax(z)_k = z_k - max(z) - log sum_j exp(z_j - max(z)).
+    The gradient of the mean loss is (softmax(z) - onehot(label)) / N.
+    """
+    n_rows, n_classes = logits.shape
+    total = 0.0
+    for n in range(n_rows):
+        top = logits[n, 0]
+        for k in range(1, n_classes):
+            top = max(top, logits[n, k])
+        norm = 0.0
+        for k in range(n_classes):
+            dlogits[n, k] = np.exp(logits[n, k] - top)
+            norm += dlogits[n, k]
+        total += np.log(norm) + top - logits[n, labels[n]]
+        for k in range(n_classes):
+            dlogits[n, k] = dlogits[n, k] / norm / n_rows
+        dlogits[n, labels[n]] -= 1.0 / n_rows
+    return total / n_rows
+
+
+def softmax_cross_entropy_numpy(logits, labels, dlogits):
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    log_probs = shifted - log_norm
+    rows = np.arange(len(labels))
+    dlogits[:] = np.exp(log_probs) / len(labels)
+    dlogits[rows, labels] -= 1.0 / len(labels)
+    return float(-log_probs[rows, labels].mean())
+
+
+# ----------------------------------------------------------------------------- optimizers
+
+@jit_parallel
+def adam_update(w, g, m, v, mask, step_size, beta1, beta2, eps, weight_decay, bias2_root):
+    """One Adam step (Kingma & Ba, Algorithm 1) on flat arrays, skipping masked entries.
+
+        g <- g + weight_decay * w
+        m <- beta1 m + (1 - beta1) g            v <- beta2 v + (1 - beta2) g^2
+        w <- w - step_size * m / (sqrt(v) / bias2_root + eps)
+
+    with step_size = lr / (1 - beta1^t) and bias2_root = sqrt(1 - beta2^t), which is
+    Algorithm 1's m_hat / (sqrt(v_hat) + eps) with the corrections folded in.
+    Where mask == 0 nothing changes, so a pruned weight and its state stay 0.
+    """
+    for i in prange(w.size):
+        if mask[i] != 0:
+            grad = g[i] + weight_decay * w[i]
+            m_i = beta1 * m[i] + (1.0 - beta1) * grad
+            v_i = beta2 * v[i] + (1.0 - beta2) * grad * grad
+            if abs(m_i) < FLUSH_BELOW:
+                m_i = 0.0
+            if v_i < FLUSH_BELOW:
+                v_i = 0.0
+            m[i] = m_i
+            v[i] = v_i
+            w[i] -= step_size * m_i / (np.sqrt(v_i) / bias2_root + eps)
+
+
+def adam_update_numpy(w, g, m, v, mask, step_size, beta1, beta2, eps, weight_decay, bias2_root):
+    kept = mask != 0
+    grad = g + weight_decay * w
+    m_new = beta1 * m + (1 - beta1) * grad
+    v_new = beta2 * v + (1 - beta2) * grad * grad
+    m_new[np.abs(m_new) < FLUSH_BELOW] = 0
+    v_new[v_new < FLUSH_BELOW] = 0
+    w_new = w - step_size * m_new / (np.sqrt(v_new) / bias2_root + eps)
+    m[kept], v[kept], w[kept] = m_new[kept], v_new[kept], w_new[kept]
+
+
+@jit_parallel
+def momentum_update(w, g, buf, mask, lr, momentum, weight_decay, nesterov):
+    """SGD with heavy-ball momentum on flat arrays, skipping masked entries.
+
+        g <- g + weight_decay * w;   buf <- momentum * buf + g
+        w <- w - lr * (g + momentum * buf)   if nesterov else   w - lr * buf
+
+    With momentum = 0 this is plain SGD.
+    """
+    for i in prange(w.size):
+        if mask[i] != 0:
+            grad = g[i] + weight_decay * w[i]
+            b = momentum * buf[i] + grad
+            if abs(b) < FLUSH_BELOW:
+                b = 0.0
+            buf[i] = b
+            if nesterov:
+                w[i] -= lr * (grad + momentum * b)
+            else:
+                w[i] -= lr * b
+
+
+def momentum_update_numpy(w, g, buf, mask, lr, momentum, weight_decay, nesterov):
+    kept = mask != 0
+    grad = g + weight_decay * w
+    b = momentum * buf + grad
+    b[np.abs(b) < FLUSH_BELOW] = 0
+    w_new = w - lr * (grad + momentum * b if nesterov else b)
+    buf[kept], w[kept] = b[kept], w_new[kept]
+
+
+TWINS = [
+    (add_bias, add_bias_numpy),
+    (relu_forward, relu_forward_numpy),
+    (relu_backward, relu_backward_numpy),
+    (bias_grad, bias_grad_numpy),
+    (dropout_forward, dropout_forward_numpy),
+    (softmax_cross_entropy, softmax_cross_entropy_numpy),
+    (adam_update, adam_update_numpy),
+    (momentum_update, momentum_update_numpy),
+]

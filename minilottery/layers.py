@@ -1,0 +1,113 @@
+"""Layers with hand-written forward and backward passes: Dense, ReLU, Dropout, Flatten.
+
+Each layer is a plain class in the style of numpy-ml: ``params`` and ``grads`` are
+dicts with the same keys, ``forward(x, train)`` caches only what ``backward``
+needs, and ``backward(dy)`` fills ``grads`` and returns dx. The derivative sits
+under its forward so that the chain rule can be read on one screen.
+
+A layer always looks its parameters up in ``self.params`` when it runs: the
+network (nets.py) rebinds them to views of one flat buffer so that the optimizer
+can update every parameter in a single pass.
+
+Initialisation is the paper's: Gaussian Glorot, W ~ N(0, 2 / (fan_in + fan_out)),
+biases zero.
+"""
+import numpy as np
+
+from .kernels import core
+
+
+def glorot_normal(rng, shape, fan_in, fan_out, dtype):
+    """Gaussian Glorot (Xavier) initialisation: N(0, sigma^2), sigma^2 = 2 / (fan_in + fan_out)."""
+    return (rng.standard_normal(shape) * np.sqrt(2.0 / (fan_in + fan_out))).astype(dtype)
+
+
+class Layer:
+    """A layer without parameters; subclasses with parameters fill the two dicts."""
+    prunable = ()  # names of parameters that pruning may remove (weights, never biases)
+
+    def __init__(self):
+        self.params, self.grads = {}, {}
+        self.buffers = {}  # state that is not trained, e.g. batch-norm running means
+
+    def initialize(self, rng):
+        """Draw fresh initial values for every parameter from the layer's initializer."""
+
+
+class Dense(Layer):
+    """y = x @ W + b with W of shape (in_features, out_features)."""
+    prunable = ("weight",)
+
+    def __init__(self, in_features, out_features, dtype=np.float32):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.params = {"weight": np.zeros((in_features, out_features), dtype),
+                       "bias": np.zeros(out_features, dtype)}
+        self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
+
+    def initialize(self, rng):
+        weight = self.params["weight"]
+        weight[...] = glorot_normal(rng, weight.shape, self.in_features, self.out_features, weight.dtype)
+        self.params["bias"][...] = 0
+
+    def forward(self, x, train=False):
+        self.x = x                                  # (N, in)
+        y = x @ self.params["weight"]               # (N, out)
+        core.add_bias(y, self.params["bias"])
+        return y
+
+    def backward(self, dy, need_dx=True):
+        # dW = x^T dy,  db = sum_n dy,  dx = dy W^T (skipped for the network's first layer)
+        np.matmul(self.x.T, dy, out=self.grads["weight"])
+        core.bias_grad(dy, self.grads["bias"])
+        return dy @ self.params["weight"].T if need_dx else None
+
+
+class ReLU(Layer):
+    """y = max(x, 0); its derivative is 1 where y > 0, else 0. Works in place on x."""
+
+    def forward(self, x, train=False):
+        core.relu_forward(x.reshape(-1))
+        self.y = x
+        return x
+
+    def backward(self, dy, need_dx=True):
+        core.relu_backward(dy.reshape(-1), self.y.reshape(-1))
+        return dy
+
+
+class Dropout(Layer):
+    """Inverted dropout (Srivastava et al. 2014): in training each unit is zeroed with
+    probability p and the survivors scaled by 1 / (1 - p), so evaluation is the identity."""
+
+    def __init__(self, p):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout probability {p} must be in [0, 1)")
+        self.p = p
+        self.rng = np.random.default_rng(0)  # the network replaces it with its own seeded one
+        self.scale = None
+
+    def forward(self, x, train=False):
+        if not train or self.p == 0:
+            self.scale = None
+            return x
+        u = self.rng.random(x.shape, dtype=x.dtype)
+        y = x.copy()
+        self.scale = np.empty_like(x)  # 0 where dropped, 1 / (1 - p) where kept
+        core.dropout_forward(y.reshape(-1), u.reshape(-1), x.dtype.type(self.p), self.scale.reshape(-1))
+        return y
+
+    def backward(self, dy, need_dx=True):
+        return dy if self.scale is None else dy * self.scale
+
+
+class Flatten(Layer):
+    """(N, C, H, W) -> (N, C*H*W), in C order, so that dense layers see NCHW features."""
+
+    def forward(self, x, train=False):
+        self.shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy, need_dx=True):
+        return dy.reshape(self.shape)

@@ -1,0 +1,161 @@
+"""The paper's networks (its Figure 2 table) and the ``Network`` that holds them.
+
+A ``Network`` is a list of named layers run in order. It owns three flat buffers,
+one each for the parameters θ, their gradients and the mask m, and rebinds every
+layer's arrays to views of them. So ``net.params["fc1.weight"]`` is an ordinary
+float32 array of shape (784, 300), while the optimizer updates all of θ in one
+fused pass and skips every position where m = 0.
+
+Public contract: ``build(name, seed=...)`` returns a network with
+``forward(x, train=...)`` giving logits and ``backward(dlogits)`` filling ``grads``;
+``params`` and ``grads`` share keys like ``"fc1.weight"``; ``masks`` holds a 0/1
+array for every prunable weight. Dense weights are (in_features, out_features).
+
+Lenet (LeCun et al. 1998, the paper's "Lenet-300-100"): 784-300-100-10, ReLU.
+"""
+import numpy as np
+
+from .layers import Dense, Dropout, Flatten, ReLU
+
+MNIST_SHAPE = (1, 28, 28)
+
+
+def named_leaves(prefix, layer):
+    """(qualified name, layer) for every leaf layer; a block lists its parts in ``children``."""
+    children = getattr(layer, "children", None)
+    if not children:
+        return [(prefix, layer)]
+    return [leaf for name, child in children for leaf in named_leaves(f"{prefix}.{name}", child)]
+
+
+class Network:
+    """Named layers in order, with θ, its gradient and the mask m in three flat buffers."""
+
+    def __init__(self, name, layers, seed=0, dtype=np.float32):
+        self.name, self.layers, self.dtype = name, layers, np.dtype(dtype)
+        self.leaves = [leaf for layer_name, layer in layers for leaf in named_leaves(layer_name, layer)]
+        # Dropout draws from one generator per network so that a checkpoint can save it.
+        self.dropout_rng = np.random.default_rng([seed, 1])
+        for _, leaf in self.leaves:
+            if isinstance(leaf, Dropout):
+                leaf.rng = self.dropout_rng
+        self._pack()
+        self.initialize(seed)
+
+    def _pack(self):
+        """Move every parameter into views of the flat buffers θ, dθ and m."""
+        entries = [(f"{leaf_name}.{key}", leaf, key)
+                   for leaf_name, leaf in self.leaves for key in leaf.params]
+        total = sum(leaf.params[key].size for _, leaf, key in entries)
+        self.flat_params = np.zeros(total, self.dtype)
+        self.flat_grads = np.zeros(total, self.dtype)
+        self.flat_mask = np.ones(total, self.dtype)  # biases keep m = 1 forever
+        self.params, self.grads, self.masks, self.slices = {}, {}, {}, {}
+        self.kinds = {}  # prunable weight -> "conv", "fc", "output" or "shortcut"
+        offset = 0
+        for name, leaf, key in entries:
+            shape = leaf.params[key].shape
+            span = slice(offset, offset + int(np.prod(shape)))
+            offset = span.stop
+            self.slices[name] = span
+            leaf.params[key] = self.params[name] = self.flat_params[span].reshape(shape)
+            leaf.grads[key] = self.grads[name] = self.flat_grads[span].reshape(shape)
+            if key in leaf.prunable:
+                self.masks[name] = self.flat_mask[span].reshape(shape)
+                self.kinds[name] = getattr(leaf, "kind", "fc")
+        last_dense = [name for name, kind in self.kinds.items() if kind == "fc"][-1:]
+        for name in last_dense:  # the paper prunes connections to the output at half rate
+            self.kinds[name] = "output"
+        self.buffers = {f"{leaf_name}.{key}": value for leaf_name, leaf in self.leaves
+                        for key, value in leaf.buffers.items()}
+        with_params = [i for i, (_, layer) in enumerate(self.layers) if self._has_params(layer)]
+        self.first_trainable = with_params[0] if with_params else len(self.layers)
+
+    @staticmethod
+    def _has_params(layer):
+        return any(leaf.params for _, leaf in named_leaves("", layer))
+
+    @property
+    def prunable(self):
+        """Names of the prunable weights, in layer order."""
+        return list(self.masks)
+
+    def initialize(self, seed):
+        """θ ~ D_θ with this seed (Gaussian Glorot weights, zero biases), then θ ⊙ m."""
+        rng = np.random.default_rng(seed)
+        for _, leaf in self.leaves:
+            leaf.initialize(rng)
+        self.flat_params *= self.flat_mask
+
+    def set_mask(self, mask):
+        """Install a mask (dict of 0/1 arrays by weight name) and zero the pruned weights."""
+        for name in self.masks:
+            self.masks[name][...] = mask[name]
+        self.flat_params *= self.flat_mask
+
+    def forward(self, x, train=False):
+        for _, layer in self.layers:
+            x = layer.forward(x, train)
+        return x  # logits (N, classes)
+
+    def backward(self, dlogits, input_grad=False):
+        """Fill ``grads`` from dL/dlogits; return dL/dx if ``input_grad`` (else None).
+
+        The product for dL/dx of the first trainable layer is skipped unless asked
+        for: it is the largest product of Lenet's backward pass and nothing uses it.
+        """
+        dy = dlogits
+        for index in range(len(self.layers) - 1, -1, -1):
+            if index < self.first_trainable and not input_grad:
+                return None
+            dy = self.layers[index][1].backward(dy, need_dx=input_grad or index > self.first_trainable)
+        return dy
+
+    def state(self):
+        """Everything that defines the network's current function, as plain arrays."""
+        state = {"flat_params": self.flat_params.copy(), "flat_mask": self.flat_mask.copy()}
+        state.update({f"buffer:{name}": value.copy() for name, value in self.buffers.items()})
+        return state
+
+    def load_state(self, state):
+        self.flat_params[...] = state["flat_params"]
+        self.flat_mask[...] = state["flat_mask"]
+        for name, value in self.buffers.items():
+            value[...] = state[f"buffer:{name}"]
+
+    def count(self, kind=None):
+        """Number of prunable weights, optionally of one kind ("conv", "fc", "output")."""
+        return sum(self.masks[name].size for name in self.masks if kind in (None, self.kinds[name]))
+
+
+# ----------------------------------------------------------------------------- the networks
+
+def lenet(input_shape=MNIST_SHAPE, dropout=0.0, dtype=np.float32):
+    """Lenet-300-100: fully connected 300, 100, 10 with ReLU (the paper's Figure 2)."""
+    sizes = [int(np.prod(input_shape)), 300, 100, 10]
+    layers = [("flatten", Flatten())]
+    for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        layers.append((f"fc{index}", Dense(fan_in, fan_out, dtype)))
+        if index < len(sizes) - 1:
+            layers.append((f"relu{index}", ReLU()))
+            if dropout:
+                layers.append((f"dropout{index}", Dropout(dropout)))
+    return layers
+
+
+BUILDERS = {"lenet": lenet}
+
+
+def network_names():
+    return list(BUILDERS)
+
+
+def build(name, seed=0, input_shape=None, dropout=0.0, dtype=np.float32):
+    """Network ``name`` with θ₀ drawn from ``seed``; input_shape is (C, H, W) of one image."""
+    if name not in BUILDERS:
+        raise ValueError(f"unknown network {name!r}; choose one of {', '.join(BUILDERS)}")
+    options = {"dropout": dropout, "dtype": dtype}
+    if input_shape is not None:
+        options["input_shape"] = tuple(input_shape)
+    layers = BUILDERS[name](**options)
+    return Network(name, layers, seed=seed, dtype=dtype)
