@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .kernels import core
+from .kernels import core, single_threaded
 
 
 @dataclass
@@ -72,7 +72,7 @@ class Momentum(Optimizer):
     def step(self, lr):
         self.t += 1
         net, cast = self.net, self.net.dtype.type
-        core.momentum_update(net.flat_params, net.flat_grads, self.buf, net.flat_mask, cast(lr),
+        single_threaded(core.momentum_update, net.flat_params, net.flat_grads, self.buf, net.flat_mask, cast(lr),
                              cast(self.momentum), cast(self.weight_decay), self.nesterov)
 
 
@@ -94,7 +94,7 @@ class Adam(Optimizer):
         net, cast = self.net, self.net.dtype.type
         step_size = lr / (1 - self.beta1 ** self.t)   # α / (1 - β1^t)
         bias2_root = math.sqrt(1 - self.beta2 ** self.t)  # sqrt(1 - β2^t)
-        core.adam_update(net.flat_params, net.flat_grads, self.m, self.v, net.flat_mask,
+        single_threaded(core.adam_update, net.flat_params, net.flat_grads, self.m, self.v, net.flat_mask,
                          cast(step_size), cast(self.beta1), cast(self.beta2), cast(self.eps),
                          cast(self.weight_decay), cast(bias2_root))
 

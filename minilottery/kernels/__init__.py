@@ -6,7 +6,13 @@ the tests assert that each pair agrees. With ``NUMBA_DISABLE_JIT=1`` the kernels
 run as ordinary Python, which is slow but still correct. Compiled kernels are
 cached on disk (``cache=True``), so only the first run pays for compilation.
 """
-import numba
+import os
+
+# If Numba's threads come from OpenMP, let idle ones sleep instead of spinning:
+# spinning threads steal the two cores from OpenBLAS and made a Lenet step 10x slower.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numba  # noqa: E402  (after the environment variable above)
 
 jit = numba.njit(cache=True, fastmath=True)
 jit_parallel = numba.njit(cache=True, fastmath=True, parallel=True)
@@ -17,3 +23,19 @@ jit_parallel = numba.njit(cache=True, fastmath=True, parallel=True)
 # 3-5x slower on x86. 1e-30 is far above the denormal range (< 1.2e-38) and far
 # below anything that changes an update.
 FLUSH_BELOW = 1e-30
+
+
+def single_threaded(kernel, *args):
+    """Run a ``prange`` kernel on one thread.
+
+    The optimizer kernels use ``prange`` because it is what lets LLVM vectorise a
+    loop over five arrays (a plain loop needs more run-time alias checks than it
+    allows), but handing the loop to a second thread costs more than it saves
+    beside OpenBLAS, whose threads then compete for the same two cores.
+    """
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        return kernel(*args)
+    finally:
+        numba.set_num_threads(previous)

@@ -118,7 +118,7 @@ def softmax_cross_entropy_numpy(logits, labels, dlogits):
 
 @jit_parallel
 def adam_update(w, g, m, v, mask, step_size, beta1, beta2, eps, weight_decay, bias2_root):
-    """One Adam step (Kingma & Ba, Algorithm 1) on flat arrays, skipping masked entries.
+    """One Adam step (Kingma & Ba, Algorithm 1) on flat arrays, under the mask.
 
         g <- g + weight_decay * w
         m <- beta1 m + (1 - beta1) g            v <- beta2 v + (1 - beta2) g^2
@@ -126,20 +126,19 @@ def adam_update(w, g, m, v, mask, step_size, beta1, beta2, eps, weight_decay, bi
 
     with step_size = lr / (1 - beta1^t) and bias2_root = sqrt(1 - beta2^t), which is
     Algorithm 1's m_hat / (sqrt(v_hat) + eps) with the corrections folded in.
-    Where mask == 0 nothing changes, so a pruned weight and its state stay 0.
+    Everything is multiplied by the mask, so where m = 0 the weight and its state
+    stay exactly 0. The loop has no branches, so LLVM vectorises it.
     """
     for i in prange(w.size):
-        if mask[i] != 0:
-            grad = g[i] + weight_decay * w[i]
-            m_i = beta1 * m[i] + (1.0 - beta1) * grad
-            v_i = beta2 * v[i] + (1.0 - beta2) * grad * grad
-            if abs(m_i) < FLUSH_BELOW:
-                m_i = 0.0
-            if v_i < FLUSH_BELOW:
-                v_i = 0.0
-            m[i] = m_i
-            v[i] = v_i
-            w[i] -= step_size * m_i / (np.sqrt(v_i) / bias2_root + eps)
+        keep = mask[i]
+        grad = g[i] + weight_decay * w[i]
+        m_i = beta1 * m[i] + (1.0 - beta1) * grad
+        v_i = beta2 * v[i] + (1.0 - beta2) * grad * grad
+        m_i = m_i if abs(m_i) >= FLUSH_BELOW else 0.0
+        v_i = v_i if v_i >= FLUSH_BELOW else 0.0
+        m[i] = m_i * keep
+        v[i] = v_i * keep
+        w[i] = (w[i] - step_size * m_i / (np.sqrt(v_i) / bias2_root + eps)) * keep
 
 
 def adam_update_numpy(w, g, m, v, mask, step_size, beta1, beta2, eps, weight_decay, bias2_root):
@@ -155,24 +154,22 @@ def adam_update_numpy(w, g, m, v, mask, step_size, beta1, beta2, eps, weight_dec
 
 @jit_parallel
 def momentum_update(w, g, buf, mask, lr, momentum, weight_decay, nesterov):
-    """SGD with heavy-ball momentum on flat arrays, skipping masked entries.
+    """SGD with heavy-ball momentum on flat arrays, under the mask (branch-free, as Adam).
 
         g <- g + weight_decay * w;   buf <- momentum * buf + g
         w <- w - lr * (g + momentum * buf)   if nesterov else   w - lr * buf
 
     With momentum = 0 this is plain SGD.
     """
+    look_ahead = momentum if nesterov else 0.0
     for i in prange(w.size):
-        if mask[i] != 0:
-            grad = g[i] + weight_decay * w[i]
-            b = momentum * buf[i] + grad
-            if abs(b) < FLUSH_BELOW:
-                b = 0.0
-            buf[i] = b
-            if nesterov:
-                w[i] -= lr * (grad + momentum * b)
-            else:
-                w[i] -= lr * b
+        keep = mask[i]
+        grad = g[i] + weight_decay * w[i]
+        b = momentum * buf[i] + grad
+        b = b if abs(b) >= FLUSH_BELOW else 0.0
+        buf[i] = b * keep
+        step = look_ahead * b + (grad if nesterov else b)
+        w[i] = (w[i] - lr * step) * keep
 
 
 def momentum_update_numpy(w, g, buf, mask, lr, momentum, weight_decay, nesterov):

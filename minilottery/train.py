@@ -1,0 +1,206 @@
+"""Training with the paper's measurement protocol (Appendix C).
+
+Every run trains for its full budget of iterations. Every ``eval_every``
+iterations (100 in the paper) it evaluates loss and accuracy on the 5,000
+validation images and the 10,000 test images and appends them to a curve. After
+the fact, the *early-stopping iteration* is the iteration of minimum validation
+loss, and the accuracy the paper reports is the test accuracy at that iteration.
+We also report the final test accuracy and the final training accuracy (on all
+55,000 training images), the latter for the paper's generalisation-gap remark.
+
+``train`` can stop at any iteration with a checkpoint (network, optimizer, data
+order and random state) and continue from it later with identical numbers.
+"""
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import optim
+from .datasets import Batches
+from .kernels import core
+
+EVAL_BATCH = 1000
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the curve up to that point is kept."""
+
+    def __init__(self, message, curve):
+        super().__init__(message)
+        self.curve = curve
+
+
+@dataclass
+class Curve:
+    """Validation and test loss/accuracy every ``eval_every`` iterations."""
+    iteration: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    val_accuracy: list = field(default_factory=list)
+    test_loss: list = field(default_factory=list)
+    test_accuracy: list = field(default_factory=list)
+
+    def append(self, iteration, val, test):
+        self.iteration.append(int(iteration))
+        self.val_loss.append(val[0])
+        self.val_accuracy.append(val[1])
+        self.test_loss.append(test[0])
+        self.test_accuracy.append(test[1])
+
+    def to_dict(self):
+        return {key: list(value) for key, value in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, values):
+        return cls(**{key: list(values[key]) for key in cls().__dict__})
+
+
+def evaluate(net, x, y, batch=EVAL_BATCH):
+    """Mean cross-entropy loss and accuracy of ``net`` on (x, y), in evaluation mode."""
+    total_loss, correct = 0.0, 0
+    for start in range(0, len(x), batch):
+        logits = net.forward(x[start:start + batch], train=False)
+        labels = y[start:start + batch]
+        scratch = np.empty_like(logits)
+        total_loss += core.softmax_cross_entropy(logits, labels, scratch) * len(labels)
+        correct += int(np.count_nonzero(np.argmax(logits, axis=1) == labels))
+    return total_loss / len(x), correct / len(x)
+
+
+def early_stopping(curve):
+    """The paper's early-stopping point: the iteration of minimum validation loss.
+
+    Returns (iteration, test accuracy at it). A NaN validation loss never wins.
+    """
+    losses = np.array(curve.val_loss, dtype=np.float64)
+    losses[~np.isfinite(losses)] = np.inf
+    best = int(np.argmin(losses))
+    return curve.iteration[best], curve.test_accuracy[best]
+
+
+def summarize(curve, final_train_accuracy):
+    """The metrics reported for one training run (accuracies as fractions)."""
+    stop_iteration, stop_accuracy = early_stopping(curve)
+    return {
+        "early_stop_iteration": stop_iteration,
+        "test_accuracy_at_early_stop": stop_accuracy,
+        "final_test_accuracy": curve.test_accuracy[-1],
+        "final_train_accuracy": final_train_accuracy,
+        "final_iteration": curve.iteration[-1],
+    }
+
+
+class Trainer:
+    """One training run of ``net`` on ``data`` under hyperparameters ``hp``.
+
+    Random state: the data order comes from ``seed``; dropout and augmentation
+    from generators the trainer owns; all of it is in ``state()``.
+    """
+
+    def __init__(self, net, data, hp, seed):
+        self.net, self.data, self.hp = net, data, hp
+        self.batches = Batches(data.x_train, data.y_train, hp.batch_size, seed=[seed, 7])
+        self.optimizer = optim.make(hp.optimizer, net, hp.momentum, hp.weight_decay, hp.nesterov)
+        self.schedule = optim.Schedule(hp.lr, hp.warmup, tuple(hp.milestones), hp.gamma)
+        self.augment_rng = np.random.default_rng([seed, 11])
+        self.iteration = 0
+        self.curve = Curve()
+        self.last_loss = math.nan
+
+    def step(self):
+        """One iteration: a minibatch, forward, loss, backward, optimizer step."""
+        x, y = self.batches.next()
+        if self.hp.augment:
+            from .augment import flip_and_crop
+            x = flip_and_crop(x, self.augment_rng)
+        logits = self.net.forward(x, train=True)
+        dlogits = np.empty_like(logits)
+        loss = core.softmax_cross_entropy(logits, y, dlogits)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss became {loss} at iteration {self.iteration}: training diverged; "
+                f"try a smaller --lr (now {self.hp.lr}) or a warmup", self.curve)
+        self.net.backward(dlogits)
+        self.optimizer.step(self.schedule(self.iteration))
+        self.iteration += 1
+        self.last_loss = loss
+
+    def record(self):
+        """Evaluate on validation and test sets and append to the curve."""
+        data = self.data
+        self.curve.append(self.iteration, evaluate(self.net, data.x_val, data.y_val),
+                          evaluate(self.net, data.x_test, data.y_test))
+
+    def run(self, until=None, on_eval=None, on_checkpoint=None, checkpoint_every=None, snapshots=()):
+        """Train to iteration ``until`` (default: the full budget), evaluating on schedule.
+
+        ``on_eval(trainer)`` runs after each evaluation (progress display);
+        ``on_checkpoint(trainer)`` every ``checkpoint_every`` iterations;
+        ``snapshots`` are iterations k at which θ_k is kept (for rewinding) in
+        ``self.snapshots``.
+        """
+        until = self.hp.iterations if until is None else until
+        self.snapshots = getattr(self, "snapshots", {})
+        while True:
+            if self.iteration in snapshots:
+                self.snapshots[self.iteration] = self.net.flat_params.copy()
+            if self.iteration % self.hp.eval_every == 0 or self.iteration == self.hp.iterations:
+                if not self.curve.iteration or self.curve.iteration[-1] != self.iteration:
+                    self.record()
+                    if on_eval:
+                        on_eval(self)
+            if self.iteration >= until:
+                break
+            if on_checkpoint and checkpoint_every and self.iteration and self.iteration % checkpoint_every == 0:
+                on_checkpoint(self)
+            self.step()
+        return self
+
+    def finish(self):
+        """Metrics at the end of the budget, including training accuracy on all training data."""
+        _, train_accuracy = evaluate(self.net, self.data.x_train, self.data.y_train)
+        return summarize(self.curve, train_accuracy)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self):
+        """Everything needed to continue this run exactly: plain arrays and JSON-able values."""
+        arrays = {f"net.{k}": v for k, v in self.net.state().items()}
+        arrays.update({f"optimizer.{k}": v for k, v in self.optimizer.state().items()})
+        batches = self.batches.state()
+        arrays["batches.order"] = batches["order"]
+        info = {"iteration": self.iteration, "curve": self.curve.to_dict(),
+                "batches.position": batches["position"], "batches.rng": batches["rng"],
+                "dropout_rng": self.net.dropout_rng.bit_generator.state,
+                "augment_rng": self.augment_rng.bit_generator.state,
+                "snapshots": sorted(getattr(self, "snapshots", {}))}
+        for k, v in getattr(self, "snapshots", {}).items():
+            arrays[f"snapshot.{k}"] = v
+        return arrays, info
+
+    def load_state(self, arrays, info):
+        self.net.load_state({k[4:]: v for k, v in arrays.items() if k.startswith("net.")})
+        self.optimizer.load_state({k[10:]: v for k, v in arrays.items() if k.startswith("optimizer.")})
+        self.batches.load_state({"order": arrays["batches.order"], "position": info["batches.position"],
+                                 "rng": info["batches.rng"]})
+        self.net.dropout_rng.bit_generator.state = info["dropout_rng"]
+        self.augment_rng.bit_generator.state = info["augment_rng"]
+        self.iteration = int(info["iteration"])
+        self.curve = Curve.from_dict(info["curve"])
+        self.snapshots = {int(k): arrays[f"snapshot.{k}"] for k in info.get("snapshots", [])}
+
+
+def format_eta(seconds):
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+class Timer:
+    """Wall time since creation, for progress lines."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    def elapsed(self):
+        return time.perf_counter() - self.start
