@@ -14,8 +14,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numba  # noqa: E402  (after the environment variable above)
 
-jit = numba.njit(cache=True, fastmath=True)
-jit_parallel = numba.njit(cache=True, fastmath=True, parallel=True)
+# Fast-math without "no NaNs/infinities", so that a diverging loss still shows as NaN;
+# NumPy's error model, so that x / 0 gives inf or NaN instead of raising.
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+jit = numba.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+jit_parallel = numba.njit(cache=True, fastmath=FASTMATH, parallel=True, error_model="numpy")
 
 # Values smaller than this are flushed to exactly 0 in optimizer state. Adam's
 # moment estimates of a weight that stops getting gradient decay geometrically

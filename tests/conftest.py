@@ -1,0 +1,19 @@
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # cli.py lives at the top level
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    from minilottery import datasets
+    return datasets.load("mnist")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

@@ -1,0 +1,78 @@
+"""Every Numba kernel agrees with its NumPy twin, and runs without the JIT too."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from minilottery.kernels import FLUSH_BELOW, core
+
+
+def arguments(kernel_name, rng, dtype):
+    f = dtype.type
+    n, features = 8, 13
+    if kernel_name == "add_bias":
+        return [rng.standard_normal((n, features)).astype(dtype), rng.standard_normal(features).astype(dtype)]
+    if kernel_name in ("relu_forward",):
+        return [rng.standard_normal(n * features).astype(dtype)]
+    if kernel_name == "relu_backward":
+        return [rng.standard_normal(50).astype(dtype), rng.standard_normal(50).astype(dtype)]
+    if kernel_name == "bias_grad":
+        return [rng.standard_normal((n, features)).astype(dtype), np.zeros(features, dtype)]
+    if kernel_name == "dropout_forward":
+        return [rng.standard_normal(40).astype(dtype), rng.random(40).astype(dtype), f(0.3), np.zeros(40, dtype)]
+    if kernel_name == "softmax_cross_entropy":
+        return [rng.standard_normal((n, 10)).astype(dtype) * 4, rng.integers(0, 10, n), np.zeros((n, 10), dtype)]
+    size = 300
+    w, g = rng.standard_normal(size).astype(dtype), rng.standard_normal(size).astype(dtype)
+    mask = (rng.random(size) < 0.7).astype(dtype)
+    w *= mask
+    state = [np.abs(rng.standard_normal(size)).astype(dtype) * mask for _ in range(2)]
+    state[0][:5] = FLUSH_BELOW / 2  # values that must be flushed to zero
+    if kernel_name == "adam_update":
+        return [w, g, state[0], state[1], mask, f(1e-3), f(0.9), f(0.999), f(1e-8), f(1e-4), f(0.1)]
+    return [w, g, state[0], mask, f(0.1), f(0.9), f(1e-4), True]  # momentum_update
+
+
+@pytest.mark.parametrize("dtype", [np.dtype(np.float32), np.dtype(np.float64)])
+@pytest.mark.parametrize("fast, reference", core.TWINS, ids=[k.__name__ for k, _ in core.TWINS])
+def test_kernel_matches_numpy_twin(fast, reference, dtype):
+    name = reference.__name__.removesuffix("_numpy")
+    args_fast = arguments(name, np.random.default_rng(0), dtype)
+    args_reference = [a.copy() if isinstance(a, np.ndarray) else a for a in args_fast]
+    out_fast, out_reference = fast(*args_fast), reference(*args_reference)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    if out_reference is not None:
+        np.testing.assert_allclose(out_fast, out_reference, rtol=tolerance)
+    changed = 0
+    for a, b, before in zip(args_fast, args_reference, arguments(name, np.random.default_rng(0), dtype)):
+        if isinstance(a, np.ndarray):
+            np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance)
+            changed += not np.array_equal(a, before)
+    assert changed or out_reference is not None, "the kernel had no visible effect"
+
+
+def test_optimizer_state_never_holds_denormals():
+    """A weight with no gradient: its Adam moments decay but are flushed, never denormal."""
+    w, g = np.ones(4, np.float32), np.zeros(4, np.float32)
+    m, v, mask = np.full(4, 1e-3, np.float32), np.full(4, 1e-6, np.float32), np.ones(4, np.float32)
+    f = np.float32
+    for _ in range(3000):
+        core.adam_update(w, g, m, v, mask, f(1e-3), f(0.9), f(0.999), f(1e-8), f(0), f(1))
+        tiny = np.finfo(np.float32).tiny
+        assert not np.any((np.abs(m) < tiny) & (m != 0)) and not np.any((v < tiny) & (v != 0))
+    assert np.all(m == 0)
+
+
+def test_training_runs_without_the_jit(tmp_path):
+    code = ("import numpy as np; from minilottery import nets, optim, losses;"
+            "net = nets.build('lenet', seed=0); opt = optim.Adam(net);"
+            "x = np.random.default_rng(0).random((8, 1, 28, 28), dtype=np.float32); y = np.arange(8);"
+            "l0, d = losses.softmax_cross_entropy(net.forward(x, True), y);"
+            "[(net.backward(losses.softmax_cross_entropy(net.forward(x, True), y)[1]), opt.step(1e-3)) for _ in range(5)];"
+            "l1 = losses.softmax_cross_entropy(net.forward(x), y)[0]; assert l1 < l0, (l0, l1); print('ok')")
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1", "PYTHONPATH": os.getcwd()}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

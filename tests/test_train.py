@@ -1,0 +1,109 @@
+"""The training protocol: learning on real MNIST, determinism, divergence, the CLI's errors."""
+import json
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import cli
+from minilottery import hparams, nets, train
+from minilottery.train import Curve, early_stopping
+
+
+def short(**changes):
+    return hparams.Hyperparameters(**{"iterations": 200, "eval_every": 50, **changes})
+
+
+def test_early_stopping_is_minimum_validation_loss():
+    curve = Curve([0, 100, 200, 300], [2.0, 0.5, 0.3, 0.4], [0.1, 0.8, 0.9, 0.91],
+                  [2.0, 0.6, 0.35, 0.45], [0.1, 0.79, 0.88, 0.9])
+    assert early_stopping(curve) == (200, 0.88)
+    curve.val_loss[3] = math.nan
+    assert early_stopping(curve)[0] == 200
+
+
+@pytest.mark.slow
+def test_lenet_learns_mnist(mnist):
+    """1,000 iterations of the paper's Lenet set-up reach >= 95% test accuracy."""
+    trainer = train.Trainer(nets.build("lenet", seed=0), mnist, hparams.Hyperparameters(iterations=1000,
+                                                                                        eval_every=500), seed=0)
+    metrics = trainer.run().finish()
+    assert metrics["final_test_accuracy"] >= 0.95
+    assert trainer.curve.iteration == [0, 500, 1000]
+    assert metrics["final_train_accuracy"] >= 0.95
+
+
+def test_same_seed_same_numbers_and_resume_is_exact(mnist):
+    def fresh():
+        return train.Trainer(nets.build("lenet", seed=5), mnist, short(), seed=5)
+
+    first = fresh().run()
+    second = fresh().run()
+    assert first.curve.to_dict() == second.curve.to_dict()
+    np.testing.assert_array_equal(first.net.flat_params, second.net.flat_params)
+
+    interrupted = fresh().run(until=120)
+    arrays, info = interrupted.state()
+    info = json.loads(json.dumps(info))  # checkpoints go through JSON
+    resumed = fresh()
+    resumed.load_state(arrays, info)
+    resumed.run()
+    assert resumed.curve.to_dict() == first.curve.to_dict()
+    np.testing.assert_array_equal(resumed.net.flat_params, first.net.flat_params)
+
+
+def test_a_different_seed_gives_different_numbers(mnist):
+    a = train.Trainer(nets.build("lenet", seed=1), mnist, short(iterations=50), seed=1).run()
+    b = train.Trainer(nets.build("lenet", seed=2), mnist, short(iterations=50), seed=2).run()
+    assert a.curve.val_loss != b.curve.val_loss
+
+
+def test_nan_loss_stops_with_the_curve_kept(mnist):
+    trainer = train.Trainer(nets.build("lenet", seed=0), mnist, short(lr=1e6, optimizer="sgd"), seed=0)
+    with pytest.raises(train.TrainingDiverged, match="diverged; try a smaller --lr") as caught:
+        trainer.run()
+    assert caught.value.curve.iteration[0] == 0
+
+
+def test_cli_train_writes_metrics(tmp_path):
+    result = CliRunner().invoke(cli.main, ["train", "--iterations", "100", "--eval-every", "50",
+                                           "--out", str(tmp_path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("early_stop_iteration", "test_accuracy_at_early_stop", "final_test_accuracy",
+                "final_train_accuracy"):
+        assert 0 <= metrics[key] <= (1 if "accuracy" in key else 100)
+    assert metrics["curve"]["iteration"] == [0, 50, 100]
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["lr"] == 1.2e-3 and config["iterations"] == 100
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--lr", "0"], "learning rate must be > 0"),
+    (["--batch-size", "0"], "batch size must be positive"),
+    (["--batch-size", "60000"], "larger than the training set"),
+    (["--iterations", "-5"], "iterations must be >= 0"),
+    (["--optimizer", "rmsprop"], "unknown optimizer 'rmsprop'"),
+    (["--net", "alexnet"], "Invalid value for '--net'"),
+    (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+])
+def test_cli_train_bad_input_is_one_line(arguments, message):
+    result = CliRunner().invoke(cli.main, ["train", "--quiet", *arguments])
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_train_diverging_is_one_line(tmp_path):
+    result = CliRunner().invoke(cli.main, ["train", "--quiet", "--lr", "1e6", "--optimizer", "sgd",
+                                           "--iterations", "50", "--out", str(tmp_path)])
+    assert result.exit_code == 1 and "diverged" in result.output and "Traceback" not in result.output
+    assert json.loads((tmp_path / "metrics.json").read_text())["curve"]["iteration"] == [0]
+
+
+def test_cli_bench_json():
+    result = CliRunner().invoke(cli.main, ["bench", "--json", "--iterations", "20", "--repeats", "1"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output)
+    assert figures["train_samples_per_s"] > 0 and figures["eval_samples_per_s"] > 0
