@@ -75,6 +75,9 @@ def resolve_hyperparameters(net, options):
             continue
         if isinstance(getattr(hp, name), tuple):
             value = tuple(int(v) if name == "milestones" else v.strip() for v in value.split(",") if v.strip())
+        if name.startswith("rate_") and not 0 < value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be between 0 and 1 (exclusive), got {value}; "
+                             "to leave a kind of layer dense use --unpruned")
         given[name] = value
     return replace(hp, **given).validate()
 
@@ -191,6 +194,154 @@ def bench(net, densities, iterations, repeats, as_json):
     for r in results:
         click.echo(f"{r['net']} density {r['density']:.4f} batch {r['batch_size']}: "
                    f"train {r['train_samples_per_s']:,.0f} samples/s, eval {r['eval_samples_per_s']:,.0f} samples/s")
+
+
+CONTROL_CHOICES = {"none": (), "reinit": ("reinit",), "random": ("random",), "both": ("reinit", "random")}
+
+
+def print_round(trial, round_index, results, trials):
+    """One table row per finished round: Pm, then early-stop iteration and test accuracy per branch."""
+    cells = [f"{round_index:>5}", f"{100 * results['ticket']['pm']:>7.2f}"]
+    for branch, metrics in results.items():
+        cells.append(f"{branch:>7} {metrics['early_stop_iteration']:>7,} "
+                     f"{100 * metrics['test_accuracy_at_early_stop']:>6.2f}%")
+    prefix = f"{trial:>5} " if trials > 1 else ""
+    click.echo("\r" + prefix + " | ".join(cells) + " " * 20)
+
+
+@main.command()
+@click.option("--net", type=NET_CHOICE, default="lenet", show_default=True, help="network of the paper's Figure 2")
+@click.option("--rounds", type=int, default=10, show_default=True, help="pruning rounds after the dense round 0")
+@click.option("--trials", type=int, default=1, show_default=True, help="independent trials (seeds seed, seed+1, ...)")
+@click.option("--controls", type=click.Choice(list(CONTROL_CHOICES)), default="reinit", show_default=True,
+              help="controls trained at every round beside the winning ticket")
+@click.option("--oneshot", is_flag=True, help="also train one-shot pruned networks at every round's Pm")
+@click.option("--rewind-iteration", type=int, default=0, show_default=True,
+              help="reset to θ_k, the dense weights after k iterations, instead of θ₀")
+@hyperparameter_options(TRAINING_FIELDS + PRUNING_FIELDS)
+@click.option("--sparse", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="sparse kernels for layers below the density threshold")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of trial 0's θ₀ and data order")
+@click.option("--checkpoint-every", type=int, default=5000, show_default=True, help="iterations between checkpoints")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="read the dataset's files from this folder")
+@click.option("--out", type=click.Path(file_okay=False), help="run folder [runs/NET or runs/NET-HASH]")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, exists=True),
+              help="continue the run in this folder with its own settings")
+@click.option("--quiet", is_flag=True, help="no progress line")
+@friendly_errors
+def imp(net, rounds, trials, controls, oneshot, rewind_iteration, sparse, seed, checkpoint_every, data_dir,
+        out, resume_dir, quiet, **options):
+    """Iterative magnitude pruning: find winning tickets (the paper's Section 1).
+
+    Round 0 trains the dense network; each later round prunes the last round's
+    trained ticket (layer-wise, output layer at half rate, or globally), resets the
+    remaining weights to θ₀ and trains again, beside the chosen controls. Running
+    the same command again resumes where it stopped.
+    """
+    import signal
+    from minilottery import datasets, lottery, rundir
+    if resume_dir:
+        config = rundir.RunFolder(resume_dir).config()
+        experiment = lottery.Experiment(
+            hparams.Hyperparameters.from_dict(config["hyperparameters"]), config["rounds"], config["trials"],
+            tuple(config["controls"]), config["oneshot"], config["seed"], config["rewind_iteration"],
+            config["checkpoint_every"], config["data_dir"], config.get("sparse", "auto"))
+        out = resume_dir
+    else:
+        hp = resolve_hyperparameters(net, options)
+        experiment = lottery.Experiment(hp, rounds, trials, CONTROL_CHOICES[controls], oneshot, seed,
+                                        rewind_iteration, checkpoint_every, data_dir, sparse)
+    experiment.validate()
+    config = experiment.config()
+    folder = rundir.RunFolder(out or rundir.default_folder(config))
+    folder.lock()
+    experiment_config = folder.start(config)
+    hp = experiment.hp
+    data = datasets.load(hp.dataset, experiment.data_dir)
+    if hp.batch_size > len(data.x_train):
+        raise ValueError(f"batch size {hp.batch_size} is larger than the training set ({len(data.x_train)})")
+
+    stop = {"requested": False}
+
+    def on_interrupt(signum, frame):
+        if stop["requested"]:
+            raise KeyboardInterrupt
+        stop["requested"] = True
+
+    progress = ProgressLine(1, quiet)
+
+    def on_eval(counters, trial, round_index, branch, trainer):
+        progress.total = counters.total_iterations
+        progress.update(counters.done_iterations, trainer.last_loss, trainer.curve.val_accuracy[-1],
+                        extra=f" | trial {trial} round {round_index} {branch}")
+
+    click.echo(f"imp {hp.net} on {hp.dataset}: {experiment.rounds} rounds x {experiment.trials} trial(s), "
+               f"{hp.iterations:,} iterations each; run folder {folder.root}")
+    click.echo(("trial " if experiment.trials > 1 else "") + "round |   Pm %  | branch  "
+               "early-stop it  test acc there")
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    runner = lottery.Lottery(experiment, folder, data, on_eval=on_eval, stop_requested=lambda: stop["requested"],
+                             on_round=lambda t, r, res: print_round(t, r, res, experiment.trials))
+    try:
+        runner.run()
+    except lottery.Interrupted as interrupted:
+        progress.close()
+        raise click.ClickException(f"{interrupted}; resume with: python cli.py imp --resume {folder.root}")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    progress.close()
+    click.echo(f"done: {folder.root / 'summary.csv'}")
+    write_figures_and_report(folder.root)
+
+
+def write_figures_and_report(root):
+    """The figures and report.md of a finished run; a failure here must never cost the results."""
+    try:
+        from minilottery import plots, report
+        written = plots.write_figures(root)
+        _, path = report.write_report(root)
+    except Exception as error:  # anything at all: the run's files are already safely written
+        click.echo(f"figures and report not written ({type(error).__name__}: {error}); "
+                   f"try again with: python cli.py plot {root}", err=True)
+        return
+    click.echo(f"figures: {', '.join(str(p) for p in written)}")
+    click.echo(f"report: {path}")
+
+
+@main.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@friendly_errors
+def plot(run):
+    """Draw the paper's figures for the imp run folder RUN into RUN/figures/.
+
+    Test accuracy at early stopping and the early-stopping iteration against Pm
+    (Figures 1 and 4), test accuracy during training (Figure 3), training and
+    test accuracy at the end of training (Figure 4), and how far kept and pruned
+    weights moved from θ₀. A run in progress is plotted as far as it got.
+    """
+    from minilottery import plots, report
+    for path in plots.write_figures(run):
+        click.echo(f"wrote {path}")
+    _, path = report.write_report(run)  # its figure links now point at existing files
+    click.echo(f"wrote {path}")
+
+
+@main.command(name="report")
+@click.argument("run", type=click.Path(file_okay=False))
+@friendly_errors
+def report_command(run):
+    """Print the summary table of the imp run folder RUN and write it to RUN/report.md.
+
+    Per round: Pm, and for each branch the early-stopping iteration and the test
+    accuracy there, as mean [min, max] over trials (Appendix C).
+    """
+    from minilottery import report
+    results, path = report.write_report(run)
+    click.echo(f"{results.title()}: early-stopping iteration and test accuracy there (%), mean [min, max]")
+    click.echo(report.summary_table(results))
+    click.echo("")
+    click.echo("\n".join(report.highlights(results)))
+    click.echo(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,193 @@
+"""The IMP loop, resets, controls and the resumable run folder (Sections 1-2)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import cli
+from minilottery import files, hparams, lottery, nets, rundir, train
+from minilottery.masks import Mask
+
+
+def tiny(**changes):
+    return hparams.Hyperparameters(**{"iterations": 0, "eval_every": 50, **changes})
+
+
+def run(tmp_path, mnist, hp, name="run", **options):
+    experiment = lottery.Experiment(hp, **{"rounds": 2, "controls": ("reinit", "random"), **options}).validate()
+    folder = rundir.RunFolder(tmp_path / name)
+    folder.start(experiment.config())
+    lottery.Lottery(experiment, folder, mnist).run()
+    return folder
+
+
+def weights(folder, trial, round_index, branch, name):
+    net = nets.build("lenet")
+    net.flat_params[...] = rundir.load_weights(folder.branch(trial, round_index, branch) / "final.npz")
+    return net.params[name].copy()
+
+
+def mask_of(folder, trial, round_index, branch):
+    return Mask.load(folder.branch(trial, round_index, branch) / "mask.npz")
+
+
+def test_resets_and_controls(tmp_path, mnist):
+    """With a budget of 0 iterations, each branch's final weights are its reset weights."""
+    folder = run(tmp_path, mnist, tiny(), oneshot=True)
+    theta_0 = nets.build("lenet", seed=0)
+    for r in (1, 2):
+        ticket_mask, reinit_mask, random_mask = (mask_of(folder, 0, r, b) for b in ("ticket", "reinit", "random"))
+        for name in ticket_mask:
+            # the winning ticket is m ⊙ θ₀
+            np.testing.assert_array_equal(weights(folder, 0, r, "ticket", name), theta_0.params[name] * ticket_mask[name])
+            # reinitialisation: the same mask, other weights
+            np.testing.assert_array_equal(reinit_mask[name], ticket_mask[name])
+            reinit = weights(folder, 0, r, "reinit", name)
+            assert np.all(reinit[ticket_mask[name] == 0] == 0)
+            kept = ticket_mask[name] == 1
+            assert not np.allclose(reinit[kept], theta_0.params[name][kept])
+            # random pruning: same count, other positions, reset to θ₀
+            assert random_mask.kept(name) == ticket_mask.kept(name)
+            assert not np.array_equal(random_mask[name], ticket_mask[name])
+            np.testing.assert_array_equal(weights(folder, 0, r, "random", name), theta_0.params[name] * random_mask[name])
+        assert mask_of(folder, 0, r, "oneshot").kept() == ticket_mask.kept()
+    assert not (folder.root / "trial0" / "round00" / "random").exists()  # identical to the dense ticket
+    rows = files.read_csv(folder.root / "summary.csv")
+    assert [(r["round"], r["branch"]) for r in rows][:4] == [("0", "ticket"), ("0", "reinit"), ("1", "ticket"),
+                                                             ("1", "reinit")]
+
+
+def test_pruned_weights_stay_zero_through_training_and_never_revive(tmp_path, mnist):
+    folder = run(tmp_path, mnist, tiny(iterations=100), controls=())
+    previous = None
+    for r in range(3):
+        mask = mask_of(folder, 0, r, "ticket")
+        for name in mask:
+            trained = weights(folder, 0, r, "ticket", name)
+            assert np.all(trained[mask[name] == 0] == 0)
+            assert np.count_nonzero(trained[mask[name] == 1]) == mask.kept(name)
+            if previous is not None:
+                assert np.all(mask[name] <= previous[name])
+        previous = mask
+    metrics = folder.metrics(0, 1, "ticket")
+    assert metrics["pm"] == pytest.approx(mask_of(folder, 0, 1, "ticket").density())
+    assert metrics["distance_kept"] > 0 and metrics["distance_pruned"] > 0
+    assert set(metrics["pm_per_layer"]) == {"fc1.weight", "fc2.weight", "fc3.weight"}
+
+
+def test_rewinding_resets_to_theta_k(tmp_path, mnist):
+    folder = run(tmp_path, mnist, tiny(iterations=100), rounds=1, controls=(), rewind_iteration=50)
+    dense = train.Trainer(nets.build("lenet", seed=0), mnist, tiny(iterations=100), seed=0).run(until=50)
+    theta_k = rundir.load_weights(folder.root / "trial0" / "theta_k.npz")
+    np.testing.assert_array_equal(theta_k, dense.net.flat_params)
+    curve = json.loads((folder.branch(0, 1, "ticket") / "curve.json").read_text())
+    assert curve["iteration"] == [50, 100]  # training resumes from iteration k
+
+
+def test_trials_use_different_seeds(tmp_path, mnist):
+    folder = run(tmp_path, mnist, tiny(), rounds=0, controls=(), trials=2)
+    a = rundir.load_weights(folder.root / "trial0" / "theta0.npz")
+    b = rundir.load_weights(folder.root / "trial1" / "theta0.npz")
+    assert not np.array_equal(a, b)
+
+
+IMP = [sys.executable, "cli.py", "imp", "--rounds", "1", "--iterations", "400", "--eval-every", "50",
+       "--checkpoint-every", "100", "--quiet"]
+
+
+def test_a_killed_run_resumes_to_identical_numbers(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    whole = subprocess.run(IMP + ["--out", str(tmp_path / "whole")], env=env, capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr
+    process = subprocess.Popen(IMP + ["--out", str(tmp_path / "killed")], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "killed" / "trial0" / "round01" / "ticket" / "checkpoint.npz"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    process.kill()
+    process.wait()
+    assert checkpoint.exists(), "the run never reached a checkpoint in round 1"
+    assert not (tmp_path / "killed" / "trial0" / "round01" / "ticket" / "metrics.json").exists()
+    resumed = subprocess.run(IMP + ["--out", str(tmp_path / "killed")], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (tmp_path / "whole" / "summary.csv").read_text().count("\n") == 5
+    strip = [c for c in rundir.SUMMARY_COLUMNS if c != "wall_time_s"]
+    rows = [[{k: r[k] for k in strip} for r in files.read_csv(tmp_path / d / "summary.csv")] for d in ("whole", "killed")]
+    assert rows[0] == rows[1]
+    for branch in ("ticket", "reinit"):
+        final = [rundir.load_weights(tmp_path / d / "trial0" / "round01" / branch / "final.npz") for d in ("whole", "killed")]
+        np.testing.assert_array_equal(*final)
+
+
+def test_ctrl_c_stops_at_a_safe_point_and_says_how_to_resume(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    process = subprocess.Popen(IMP[:-1] + ["--iterations", "5000", "--out", str(tmp_path / "run")], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    theta_0 = tmp_path / "run" / "trial0" / "theta0.npz"
+    deadline = time.time() + 60
+    while not theta_0.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "resume with: python cli.py imp --resume" in err and "Traceback" not in err
+    assert (tmp_path / "run" / "trial0" / "round00" / "ticket" / "checkpoint.npz").exists()
+
+
+def invoke(*arguments):
+    return CliRunner().invoke(cli.main, ["imp", "--quiet", *arguments])
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--rate-fc", "0"], "--rate-fc must be between 0 and 1"),
+    (["--rate-fc", "1"], "--rate-fc must be between 0 and 1"),
+    (["--rate-output", "-0.1"], "--rate-output must be between 0 and 1"),
+    (["--rounds", "-1"], "rounds must be >= 0"),
+    (["--iterations", "100", "--rewind-iteration", "200"], "rewind iteration 200 must be between 0 and"),
+    (["--trials", "0"], "trials must be >= 1"),
+    (["--net", "resnet50"], "Invalid value for '--net'"),
+])
+def test_bad_input_is_one_line(tmp_path, arguments, message):
+    result = invoke("--out", str(tmp_path / "run"), *arguments)
+    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+
+
+def test_resuming_with_other_hyperparameters_is_refused(tmp_path):
+    assert invoke("--rounds", "0", "--iterations", "20", "--out", str(tmp_path)).exit_code == 0
+    before = (tmp_path / "summary.csv").read_text()
+    result = invoke("--rounds", "0", "--iterations", "20", "--lr", "0.01", "--out", str(tmp_path))
+    assert result.exit_code == 1 and "started with different settings (lr: 0.0012 then, 0.01 now" in result.output
+    assert (tmp_path / "summary.csv").read_text() == before
+
+
+def test_more_rounds_extend_a_finished_run(tmp_path):
+    assert invoke("--rounds", "0", "--iterations", "20", "--out", str(tmp_path)).exit_code == 0
+    result = invoke("--rounds", "1", "--iterations", "20", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert len(files.read_csv(tmp_path / "summary.csv")) == 4
+
+
+def test_a_corrupt_mask_file_is_one_line_and_results_stay(tmp_path):
+    assert invoke("--rounds", "1", "--iterations", "20", "--controls", "none", "--out", str(tmp_path)).exit_code == 0
+    branch = tmp_path / "trial0" / "round01" / "ticket"
+    (branch / "metrics.json").unlink()
+    (branch / "mask.npz").write_bytes(b"garbage")
+    final_round0 = (tmp_path / "trial0" / "round00" / "ticket" / "final.npz").read_bytes()
+    result = invoke("--rounds", "1", "--iterations", "20", "--controls", "none", "--out", str(tmp_path))
+    assert result.exit_code == 1 and "mask.npz: damaged NPZ file" in result.output
+    assert (tmp_path / "trial0" / "round00" / "ticket" / "final.npz").read_bytes() == final_round0
+
+
+def test_a_second_process_on_the_same_folder_is_refused(tmp_path):
+    holder = rundir.RunFolder(tmp_path)
+    holder.lock()
+    result = invoke("--rounds", "0", "--iterations", "20", "--out", str(tmp_path))
+    assert result.exit_code == 1 and "in use by another minilottery process" in result.output
