@@ -74,8 +74,9 @@ def series(results, branch, key, scale=1.0):
             continue
         xs.append(100 * results.spread(branch, round_index, "pm").mean)
         means.append(scale * spread.mean)
-        below.append(scale * (spread.mean - spread.low))
-        above.append(scale * (spread.high - spread.mean))
+        # max(0, ...): the mean of equal values can differ from them in the last bit
+        below.append(max(0.0, scale * (spread.mean - spread.low)))
+        above.append(max(0.0, scale * (spread.high - spread.mean)))
     return xs, means, [below, above]
 
 
@@ -126,8 +127,9 @@ def early_stop_iteration(results, path):
     dense_line(axes, results, "early_stop_iteration", 1, "dense network (round 0)")
     pm_axis(axes, all_pms(results))
     # headroom above the highest error bar keeps the legend clear of the data
-    axes.set_ylim(0, 1.3 * max(max(results.values(b, r, "early_stop_iteration")) for b in results.branches
-                               for r in results.rounds if results.values(b, r, "early_stop_iteration")))
+    highest = max(max(results.values(b, r, "early_stop_iteration")) for b in results.branches
+                  for r in results.rounds if results.values(b, r, "early_stop_iteration"))
+    axes.set_ylim(0, 1.3 * max(highest, 1))
     axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
     axes.set_ylabel("early-stopping iteration (training iterations)")
     axes.set_title(f"Early-stopping iteration (minimum validation loss)\n{subtitle(results)}")

@@ -190,3 +190,16 @@ def test_spread_is_the_papers_error_bar():
     assert cell(spread, 100, 2) == "98.20 [97.50, 99.00]"
     assert cell(Spread.of([1200]), 1, 0) == "1200"  # one trial: no bracket
     assert cell(None) == "-"
+
+
+def test_equal_trials_draw_zero_length_error_bars(tmp_path):
+    """Three equal values: their float mean exceeds them by one bit, which must not be a negative error bar."""
+    from minilottery.plots import accuracy_at_early_stop, series
+    assert sum([0.1] * 3) / 3 > 0.1
+    metrics = {(t, r, "ticket"): {"pm": 0.8 ** r, "early_stop_iteration": 100, "test_accuracy_at_early_stop": 0.1}
+               for t in range(3) for r in range(2)}
+    results = RunResults(tmp_path, {"hyperparameters": {"net": "lenet", "dataset": "mnist"}}, metrics)
+    _, _, (below, above) = series(results, "ticket", "test_accuracy_at_early_stop")
+    assert min(below + above) >= 0
+    accuracy_at_early_stop(results, tmp_path / "figure.png")
+    assert (tmp_path / "figure.png").read_bytes()[:8] == PNG_SIGNATURE
