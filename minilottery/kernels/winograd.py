@@ -60,31 +60,297 @@ def tile_grid(height, width):
     return -(-height // TILE), -(-width // TILE)
 
 
-# ----------------------------------------------------------------------------- filters (small: NumPy)
-
-def filter_transform(g, out):
-    """U = G g G^T for every (k, c): g (K, C, 3, 3) -> out (36, K, C)."""
-    u = np.einsum("ia,kcab,jb->ijkc", G.astype(g.dtype), g, G.astype(g.dtype), optimize=True)
-    out[...] = u.reshape(ALPHA * ALPHA, *g.shape[:2])
-
-
-def filter_transform_adjoint(du, dg):
-    """dg = G^T dU G: du (36, K, C) -> dg (K, C, 3, 3), the gradient of filter_transform."""
-    du = du.reshape(ALPHA, ALPHA, *dg.shape[:2])
-    dg[...] = np.einsum("ia,ijkc,jb->kcab", G.astype(du.dtype), du, G.astype(du.dtype), optimize=True)
-
-
 # ----------------------------------------------------------------------------- 1-D transforms
-# Each is one matrix-vector product written out. Constants are made in the data's
-# dtype so that float32 arithmetic stays float32 (a bare 4.0 would promote to float64).
+# Each is one small matrix-vector product written out. Constants are made with
+# type(d)(...) so that float32 arithmetic stays float32 (a bare 4.0 is a float64).
 
 @jit
-def _input_1d(d0, d1, d2, d3, d4, d5):
-    """B^T d for a column of 6."""
-    two, four, five = d0.dtype.type(2) if hasattr(d0, "dtype") else 2.0, 4, 5
+def _b_t(d0, d1, d2, d3, d4, d5):
+    """B^T d: 6 -> 6."""
+    two, four, five = type(d0)(2), type(d0)(4), type(d0)(5)
     return (four * d0 - five * d2 + d4,
-            -four * (d1 + d2) + d3 + d4,
+            d3 + d4 - four * (d1 + d2),
             four * (d1 - d2) - d3 + d4,
             two * (d3 - d1) - d2 + d4,
             two * (d1 - d3) - d2 + d4,
             four * d1 - five * d3 + d5)
+
+
+@jit
+def _b(v0, v1, v2, v3, v4, v5):
+    """B v, the transpose of _b_t: 6 -> 6."""
+    two, four, five = type(v0)(2), type(v0)(4), type(v0)(5)
+    return (four * v0,
+            four * (v2 - v1 + v5) + two * (v4 - v3),
+            -five * v0 - four * (v1 + v2) - v3 - v4,
+            v1 - v2 + two * (v3 - v4) - five * v5,
+            v0 + v1 + v2 + v3 + v4,
+            v5)
+
+
+@jit
+def _a_t(m0, m1, m2, m3, m4, m5):
+    """A^T m: 6 -> 4."""
+    two, four, eight = type(m0)(2), type(m0)(4), type(m0)(8)
+    plus, minus = m1 + m2, m1 - m2
+    return (m0 + plus + m3 + m4,
+            minus + two * (m3 - m4),
+            plus + four * (m3 + m4),
+            minus + eight * (m3 - m4) + m5)
+
+
+@jit
+def _a(y0, y1, y2, y3):
+    """A y, the transpose of _a_t: 4 -> 6."""
+    two, four, eight = type(y0)(2), type(y0)(4), type(y0)(8)
+    even, odd = y0 + four * y2, two * y1 + eight * y3
+    return (y0,
+            y0 + y1 + y2 + y3,
+            y0 - y1 + y2 - y3,
+            even + odd,
+            even - odd,
+            y3)
+
+
+@jit
+def _g(g0, g1, g2):
+    """G g: 3 -> 6."""
+    quarter, sixth, twelfth, twenty_fourth = type(g0)(1 / 4), type(g0)(1 / 6), type(g0)(1 / 12), type(g0)(1 / 24)
+    return (quarter * g0,
+            -sixth * (g0 + g1 + g2),
+            -sixth * (g0 - g1 + g2),
+            twenty_fourth * g0 + twelfth * g1 + sixth * g2,
+            twenty_fourth * g0 - twelfth * g1 + sixth * g2,
+            g2)
+
+
+@jit
+def _g_t(u0, u1, u2, u3, u4, u5):
+    """G^T u, the transpose of _g: 6 -> 3."""
+    quarter, sixth, twelfth, twenty_fourth = type(u0)(1 / 4), type(u0)(1 / 6), type(u0)(1 / 12), type(u0)(1 / 24)
+    return (quarter * u0 - sixth * (u1 + u2) + twenty_fourth * (u3 + u4),
+            sixth * (u2 - u1) + twelfth * (u3 - u4),
+            sixth * (u3 + u4 - u1 - u2) + u5)
+
+
+# ----------------------------------------------------------------------------- filters
+
+@jit_parallel
+def filter_transform(g, U):
+    """U[6i + j, k, c] = (G g G^T)[i, j] for every filter g = w[k, c] (3x3)."""
+    out_channels, channels = g.shape[:2]
+    for k in prange(out_channels):
+        rows = np.empty((3, 6), g.dtype)  # g G^T
+        for c in range(channels):
+            for a in range(3):
+                e0, e1, e2, e3, e4, e5 = _g(g[k, c, a, 0], g[k, c, a, 1], g[k, c, a, 2])
+                rows[a, 0], rows[a, 1], rows[a, 2], rows[a, 3], rows[a, 4], rows[a, 5] = e0, e1, e2, e3, e4, e5
+            for j in range(6):
+                e0, e1, e2, e3, e4, e5 = _g(rows[0, j], rows[1, j], rows[2, j])
+                U[j, k, c], U[6 + j, k, c], U[12 + j, k, c] = e0, e1, e2
+                U[18 + j, k, c], U[24 + j, k, c], U[30 + j, k, c] = e3, e4, e5
+
+
+def filter_transform_numpy(g, U):
+    u = np.einsum("ia,kcab,jb->ijkc", G, g, G)
+    U[...] = u.reshape(ALPHA * ALPHA, *g.shape[:2])
+
+
+def filter_transform_adjoint_numpy(dU, dg):
+    du = dU.reshape(ALPHA, ALPHA, *dg.shape[:2])
+    dg[...] = np.einsum("ia,ijkc,jb->kcab", G, du, G)
+
+
+@jit_parallel
+def filter_transform_adjoint(dU, dg):
+    """dg[k, c] = G^T dU G, the gradient of filter_transform."""
+    out_channels, channels = dg.shape[:2]
+    for k in prange(out_channels):
+        rows = np.empty((3, 6), dg.dtype)  # G^T dU
+        for c in range(channels):
+            for j in range(6):
+                e0, e1, e2 = _g_t(dU[j, k, c], dU[6 + j, k, c], dU[12 + j, k, c],
+                                  dU[18 + j, k, c], dU[24 + j, k, c], dU[30 + j, k, c])
+                rows[0, j], rows[1, j], rows[2, j] = e0, e1, e2
+            for a in range(3):
+                e0, e1, e2 = _g_t(rows[a, 0], rows[a, 1], rows[a, 2], rows[a, 3], rows[a, 4], rows[a, 5])
+                dg[k, c, a, 0], dg[k, c, a, 1], dg[k, c, a, 2] = e0, e1, e2
+
+
+# ----------------------------------------------------------------------------- activations (Numba)
+# Each kernel works on one (image, channel) plane at a time, in parallel over planes.
+# A 6x6 tile transform is two passes of 1-D transforms, one along rows and one down
+# columns, each over a whole row of tiles so that the inner loop runs over tiles.
+# A plane's 36 x P transformed values (P = TH * TW tiles) live in a small local
+# block that is copied to or from V or M in 36 contiguous runs: writing the 36
+# positions of each tile straight into V costs 3-4x more.
+
+@jit_parallel
+def input_transform(x, V, tiles_h, tiles_w):
+    """V[6i + j, c, t] = (B^T d B)[i, j] for the 6x6 input tile d of tile t, channel c."""
+    n_images, channels, height, width = x.shape
+    tiles = tiles_h * tiles_w
+    for plane in prange(n_images * channels):
+        n, c = plane // channels, plane % channels
+        padded = np.zeros((4 * tiles_h + 2, 4 * tiles_w + 2), x.dtype)  # the "same" padding of 1
+        padded[1:height + 1, 1:width + 1] = x[n, c]
+        h = np.empty((6, 4 * tiles_h + 2, tiles_w), x.dtype)  # h[j, r, tw] = (d B)[r, j], every row r
+        for r in range(4 * tiles_h + 2):
+            for tw in range(tiles_w):
+                s = 4 * tw
+                e0, e1, e2, e3, e4, e5 = _b_t(padded[r, s], padded[r, s + 1], padded[r, s + 2],
+                                              padded[r, s + 3], padded[r, s + 4], padded[r, s + 5])
+                h[0, r, tw], h[1, r, tw], h[2, r, tw], h[3, r, tw], h[4, r, tw], h[5, r, tw] = e0, e1, e2, e3, e4, e5
+        block = np.empty((36, tiles), x.dtype)
+        for th in range(tiles_h):
+            top = 4 * th
+            for j in range(6):
+                for tw in range(tiles_w):
+                    e0, e1, e2, e3, e4, e5 = _b_t(h[j, top, tw], h[j, top + 1, tw], h[j, top + 2, tw],
+                                                  h[j, top + 3, tw], h[j, top + 4, tw], h[j, top + 5, tw])
+                    t = th * tiles_w + tw
+                    block[j, t], block[6 + j, t], block[12 + j, t] = e0, e1, e2
+                    block[18 + j, t], block[24 + j, t], block[30 + j, t] = e3, e4, e5
+        for xi in range(36):
+            V[xi, c, n * tiles:(n + 1) * tiles] = block[xi]
+
+
+def input_transform_numpy(x, V, tiles_h, tiles_w):
+    n_images, channels, height, width = x.shape
+    padded = np.zeros((n_images, channels, 4 * tiles_h + 2, 4 * tiles_w + 2))
+    padded[:, :, 1:height + 1, 1:width + 1] = x
+    d = np.empty((n_images, channels, tiles_h, tiles_w, ALPHA, ALPHA))  # every 6x6 tile
+    for a in range(ALPHA):
+        for b in range(ALPHA):
+            d[..., a, b] = padded[:, :, a:a + 4 * tiles_h:4, b:b + 4 * tiles_w:4]
+    v = np.einsum("ia,ncuvab,jb->ijcnuv", B_T, d, B_T)
+    V[...] = v.reshape(ALPHA * ALPHA, channels, -1)
+
+
+@jit_parallel
+def output_transform(M, bias, y, tiles_h, tiles_w):
+    """y[n, k] = A^T M A + b[k], each tile's 4x4 block, cut at the image border."""
+    n_images, out_channels, height, width = y.shape
+    tiles = tiles_h * tiles_w
+    for plane in prange(n_images * out_channels):
+        n, k = plane // out_channels, plane % out_channels
+        block = np.empty((36, tiles), y.dtype)
+        for xi in range(36):
+            block[xi] = M[xi, k, n * tiles:(n + 1) * tiles]
+        rows = np.empty((6, 4 * tiles_w), y.dtype)  # m A along each of the 6 rows of a tile row
+        full = np.empty((4 * tiles_h, 4 * tiles_w), y.dtype)  # the plane before cutting at H, W
+        for th in range(tiles_h):
+            for i in range(6):
+                for tw in range(tiles_w):
+                    s, t = 4 * tw, th * tiles_w + tw
+                    e0, e1, e2, e3 = _a_t(block[6 * i, t], block[6 * i + 1, t], block[6 * i + 2, t],
+                                          block[6 * i + 3, t], block[6 * i + 4, t], block[6 * i + 5, t])
+                    rows[i, s], rows[i, s + 1], rows[i, s + 2], rows[i, s + 3] = e0, e1, e2, e3
+            top = 4 * th
+            for col in range(4 * tiles_w):
+                e0, e1, e2, e3 = _a_t(rows[0, col], rows[1, col], rows[2, col],
+                                      rows[3, col], rows[4, col], rows[5, col])
+                full[top, col], full[top + 1, col], full[top + 2, col], full[top + 3, col] = e0, e1, e2, e3
+        for r in range(height):
+            for col in range(width):
+                y[n, k, r, col] = full[r, col] + bias[k]
+
+
+def output_transform_numpy(M, bias, y, tiles_h, tiles_w):
+    n_images, out_channels, height, width = y.shape
+    m = M.reshape(ALPHA, ALPHA, out_channels, n_images, tiles_h, tiles_w)
+    blocks = np.einsum("ia,abknuv,jb->nkuivj", A_T, m, A_T)  # (N, K, TH, 4, TW, 4)
+    full = blocks.reshape(n_images, out_channels, 4 * tiles_h, 4 * tiles_w)
+    y[...] = full[:, :, :height, :width] + bias[:, None, None]
+
+
+@jit_parallel
+def output_transform_adjoint(dy, dM, bias_partial, tiles_h, tiles_w):
+    """dM = A dY A^T per tile (dY is 0 beyond the image); bias_partial[n, k] = sum of dy[n, k]."""
+    n_images, out_channels, height, width = dy.shape
+    tiles = tiles_h * tiles_w
+    for plane in prange(n_images * out_channels):
+        n, k = plane // out_channels, plane % out_channels
+        full = np.zeros((4 * tiles_h, 4 * tiles_w), dy.dtype)
+        full[:height, :width] = dy[n, k]
+        bias_partial[n, k] = full.sum()
+        g = np.empty((6, 4 * tiles_h, tiles_w), dy.dtype)  # g[j, r, tw] = (dY A^T)[r, j], every row r
+        for r in range(4 * tiles_h):
+            for tw in range(tiles_w):
+                s = 4 * tw
+                e0, e1, e2, e3, e4, e5 = _a(full[r, s], full[r, s + 1], full[r, s + 2], full[r, s + 3])
+                g[0, r, tw], g[1, r, tw], g[2, r, tw], g[3, r, tw], g[4, r, tw], g[5, r, tw] = e0, e1, e2, e3, e4, e5
+        block = np.empty((36, tiles), dy.dtype)
+        for th in range(tiles_h):
+            top = 4 * th
+            for j in range(6):
+                for tw in range(tiles_w):
+                    e0, e1, e2, e3, e4, e5 = _a(g[j, top, tw], g[j, top + 1, tw], g[j, top + 2, tw], g[j, top + 3, tw])
+                    t = th * tiles_w + tw
+                    block[j, t], block[6 + j, t], block[12 + j, t] = e0, e1, e2
+                    block[18 + j, t], block[24 + j, t], block[30 + j, t] = e3, e4, e5
+        for xi in range(36):
+            dM[xi, k, n * tiles:(n + 1) * tiles] = block[xi]
+
+
+def output_transform_adjoint_numpy(dy, dM, bias_partial, tiles_h, tiles_w):
+    n_images, out_channels, height, width = dy.shape
+    full = np.zeros((n_images, out_channels, 4 * tiles_h, 4 * tiles_w))
+    full[:, :, :height, :width] = dy
+    blocks = full.reshape(n_images, out_channels, tiles_h, TILE, tiles_w, TILE)
+    dm = np.einsum("ia,nkuivj,jb->abknuv", A_T, blocks, A_T)
+    dM[...] = dm.reshape(ALPHA * ALPHA, out_channels, -1)
+    bias_partial[...] = dy.sum(axis=(2, 3))
+
+
+@jit_parallel
+def input_transform_adjoint(dV, dx, tiles_h, tiles_w):
+    """dx = sum over tiles of B dV B^T, placed where each tile read x (tiles overlap by 2)."""
+    n_images, channels, height, width = dx.shape
+    tiles = tiles_h * tiles_w
+    for plane in prange(n_images * channels):
+        n, c = plane // channels, plane % channels
+        block = np.empty((36, tiles), dx.dtype)
+        for xi in range(36):
+            block[xi] = dV[xi, c, n * tiles:(n + 1) * tiles]
+        rows = np.empty((6, 4 * tiles_w + 2), dx.dtype)  # dV B^T along each of the 6 rows, overlaps summed
+        padded = np.zeros((4 * tiles_h + 2, 4 * tiles_w + 2), dx.dtype)
+        for th in range(tiles_h):
+            rows[:, :2] = 0
+            for i in range(6):
+                for tw in range(tiles_w):
+                    s, t = 4 * tw, th * tiles_w + tw
+                    e0, e1, e2, e3, e4, e5 = _b(block[6 * i, t], block[6 * i + 1, t], block[6 * i + 2, t],
+                                                block[6 * i + 3, t], block[6 * i + 4, t], block[6 * i + 5, t])
+                    rows[i, s] += e0  # tile tw - 1 wrote columns s and s + 1 too
+                    rows[i, s + 1] += e1
+                    rows[i, s + 2], rows[i, s + 3], rows[i, s + 4], rows[i, s + 5] = e2, e3, e4, e5
+            top = 4 * th
+            for col in range(4 * tiles_w + 2):
+                e0, e1, e2, e3, e4, e5 = _b(rows[0, col], rows[1, col], rows[2, col],
+                                            rows[3, col], rows[4, col], rows[5, col])
+                padded[top, col] += e0  # tile row th - 1 wrote rows top and top + 1 too
+                padded[top + 1, col] += e1
+                padded[top + 2, col], padded[top + 3, col], padded[top + 4, col], padded[top + 5, col] = e2, e3, e4, e5
+        dx[n, c] = padded[1:height + 1, 1:width + 1]
+
+
+def input_transform_adjoint_numpy(dV, dx, tiles_h, tiles_w):
+    n_images, channels, height, width = dx.shape
+    dv = dV.reshape(ALPHA, ALPHA, channels, n_images, tiles_h, tiles_w)
+    dd = np.einsum("ia,ijcnuv,jb->ncuvab", B_T, dv, B_T)
+    padded = np.zeros((n_images, channels, 4 * tiles_h + 2, 4 * tiles_w + 2))
+    for a in range(ALPHA):
+        for b in range(ALPHA):
+            padded[:, :, a:a + 4 * tiles_h:4, b:b + 4 * tiles_w:4] += dd[..., a, b]
+    dx[...] = padded[:, :, 1:height + 1, 1:width + 1]
+
+
+TWINS = [
+    (filter_transform, filter_transform_numpy),
+    (filter_transform_adjoint, filter_transform_adjoint_numpy),
+    (input_transform, input_transform_numpy),
+    (output_transform, output_transform_numpy),
+    (output_transform_adjoint, output_transform_adjoint_numpy),
+    (input_transform_adjoint, input_transform_adjoint_numpy),
+]

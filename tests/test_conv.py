@@ -1,0 +1,218 @@
+"""Convolutional layers: fast paths equal the direct loop, kernels equal their twins, gradients check."""
+import numpy as np
+import pytest
+
+from minilottery import conv, gradcheck, nets
+from minilottery.kernels import conv as conv_kernels
+from minilottery.kernels import winograd
+from minilottery.layers import Layer
+
+
+# ----------------------------------------------------------------------------- kernels and twins
+
+def kernel_arguments(name, rng, dtype):
+    """Inputs for a kernel, on awkward sizes (H, W not multiples of the tile or the window)."""
+    n, c, k, h, w = 2, 3, 4, 7, 10
+    normal = lambda *shape: rng.standard_normal(shape).astype(dtype)  # noqa: E731
+    th, tw = winograd.tile_grid(h, w)
+    tiles = n * th * tw
+    if name == "filter_transform":
+        return [normal(k, c, 3, 3), np.zeros((36, k, c), dtype)]
+    if name == "filter_transform_adjoint":
+        return [normal(36, k, c), np.zeros((k, c, 3, 3), dtype)]
+    if name == "input_transform":
+        return [normal(n, c, h, w), np.zeros((36, c, tiles), dtype), th, tw]
+    if name == "output_transform":
+        return [normal(36, k, tiles), normal(k), np.zeros((n, k, h, w), dtype), th, tw]
+    if name == "output_transform_adjoint":
+        return [normal(n, k, h, w), np.zeros((36, k, tiles), dtype), np.zeros((n, k), dtype), th, tw]
+    if name == "input_transform_adjoint":
+        return [normal(36, c, tiles), np.zeros((n, c, h, w), dtype), th, tw]
+    if name == "im2col":  # 3x3, stride 2, padding 1: output 4 x 5
+        return [normal(n, c, h, w), np.zeros((n, c * 9, 4 * 5), dtype), 3, 3, 2, 1]
+    if name == "col2im":
+        return [normal(n, c * 9, 4 * 5), np.zeros((n, c, h, w), dtype), 3, 3, 2, 1]
+    if name == "maxpool_forward":
+        return [normal(n, c, h, w), np.zeros((n, c, h // 2, w // 2), dtype), np.zeros((n, c, h // 2, w // 2), np.uint8), 2]
+    if name == "maxpool_backward":
+        argmax = rng.integers(0, 4, (n, c, h // 2, w // 2)).astype(np.uint8)
+        return [normal(n, c, h // 2, w // 2), argmax, np.full((n, c, h, w), 7, dtype), 2]
+    raise KeyError(name)
+
+
+TWINS = conv_kernels.TWINS + winograd.TWINS
+
+
+@pytest.mark.parametrize("dtype", [np.dtype(np.float32), np.dtype(np.float64)])
+@pytest.mark.parametrize("fast, reference", TWINS, ids=[k.__name__ for k, _ in TWINS])
+def test_kernel_matches_numpy_twin(fast, reference, dtype):
+    name = reference.__name__.removesuffix("_numpy")
+    args_fast = kernel_arguments(name, np.random.default_rng(0), dtype)
+    args_reference = [a.copy() if isinstance(a, np.ndarray) else a for a in args_fast]
+    fast(*args_fast)
+    reference(*args_reference)
+    tolerance = 1e-4 if dtype == np.float32 else 1e-11
+    changed = 0
+    for a, b, before in zip(args_fast, args_reference, kernel_arguments(name, np.random.default_rng(0), dtype)):
+        if isinstance(a, np.ndarray):
+            np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance)
+            changed += not np.array_equal(a, before)
+    assert changed, "the kernel had no visible effect"
+
+
+def test_winograd_matrices_compute_a_3x3_correlation():
+    """Lavin & Gray's eq. 8 on one tile: A^T [(G g G^T) ⊙ (B^T d B)] A = the 4x4 correlation."""
+    rng = np.random.default_rng(0)
+    d, g = rng.standard_normal((6, 6)), rng.standard_normal((3, 3))
+    y = winograd.A_T @ ((winograd.G @ g @ winograd.G.T) * (winograd.B_T @ d @ winograd.B_T.T)) @ winograd.A_T.T
+    direct = np.array([[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(4)] for i in range(4)])
+    np.testing.assert_allclose(y, direct, atol=1e-12)
+
+
+def test_filter_transform_and_its_adjoint():
+    rng = np.random.default_rng(1)
+    g, du = rng.standard_normal((5, 3, 3, 3)), rng.standard_normal((36, 5, 3))
+    u, dg = np.empty((36, 5, 3)), np.empty_like(g)
+    winograd.filter_transform(g, u)
+    winograd.filter_transform_adjoint(du, dg)
+    expected = np.einsum("ia,kcab,jb->ijkc", winograd.G, g, winograd.G).reshape(36, 5, 3)
+    np.testing.assert_allclose(u, expected, atol=1e-12)
+    assert np.isclose(np.sum(u * du), np.sum(g * dg))  # <T g, dU> = <g, T^T dU>
+
+
+# ----------------------------------------------------------------------------- Conv2d against the definition
+
+@pytest.mark.parametrize("shape, kernel, stride, padding", [
+    ((2, 3, 8, 8), 3, 1, 1),    # Winograd, whole tiles
+    ((2, 3, 7, 10), 3, 1, 1),   # Winograd, tiles cut at the border
+    ((2, 3, 3, 2), 3, 1, 1),    # im2col: smaller than one Winograd tile
+    ((2, 4, 8, 8), 3, 2, 1),    # im2col: Resnet's downsampling conv
+    ((2, 4, 8, 8), 1, 2, 0),    # im2col: the projection shortcut
+    ((1, 2, 6, 5), 5, 1, 2),    # im2col: a general kernel
+])
+def test_conv2d_equals_direct_loop(shape, kernel, stride, padding, rng):
+    layer = conv.Conv2d(shape[1], 5, kernel, stride, padding, dtype=np.float64)
+    layer.initialize(rng)
+    layer.params["bias"][...] = rng.standard_normal(5)
+    x = rng.standard_normal(shape)
+    expected = conv_kernels.conv2d_direct(x, layer.params["weight"], layer.params["bias"], stride, padding)
+    np.testing.assert_allclose(layer.forward(x), expected, atol=1e-11)
+    assert layer.use_winograd == ((kernel, stride, padding) == (3, 1, 1) and min(shape[2:]) >= 4)
+
+
+def test_float32_winograd_is_accurate(rng):
+    """F(4x4, 3x3) in float32 stays within a few ulps of the float64 direct sum at 64 channels."""
+    layer = conv.Conv2d(64, 64, dtype=np.float32)
+    layer.initialize(rng)
+    x = rng.standard_normal((2, 64, 16, 16)).astype(np.float32)
+    expected = conv_kernels.conv2d_direct(x.astype(np.float64), layer.params["weight"].astype(np.float64),
+                                          np.zeros(64), 1, 1)
+    error = np.abs(layer.forward(x) - expected).max() / np.abs(expected).max()
+    assert error < 1e-5, error
+
+
+def test_conv2d_initialisation_is_glorot_in_place(rng):
+    layer = conv.Conv2d(16, 32, dtype=np.float32)
+    weight = layer.params["weight"]
+    layer.initialize(rng)
+    assert layer.params["weight"] is weight  # the network's views of θ must stay bound
+    assert np.isclose(weight.std(), np.sqrt(2 / (16 * 9 + 32 * 9)), rtol=0.05)
+    assert np.all(layer.params["bias"] == 0)
+
+
+# ----------------------------------------------------------------------------- gradient checks (float64)
+
+@pytest.mark.parametrize("shape, kernel, stride, padding", [
+    ((2, 3, 8, 8), 3, 1, 1), ((2, 2, 5, 7), 3, 1, 1), ((2, 2, 3, 3), 3, 1, 1),
+    ((2, 3, 8, 8), 3, 2, 1), ((2, 3, 7, 7), 1, 2, 0)])
+def test_conv2d_gradients(shape, kernel, stride, padding, rng):
+    layer = conv.Conv2d(shape[1], 4, kernel, stride, padding, dtype=np.float64)
+    layer.initialize(rng)
+    layer.params["bias"][...] = rng.standard_normal(4)
+    gradcheck.check_layer(layer, rng.standard_normal(shape), limit=40)
+
+
+def test_conv2d_gradients_accumulate_over_chunks(rng, monkeypatch):
+    """With one image per Winograd chunk the gradients must still sum over the batch."""
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
+    layer = conv.Conv2d(3, 4, dtype=np.float64)
+    layer.initialize(rng)
+    assert layer._chunks(np.zeros((3, 3, 8, 8)))[2] == 1
+    gradcheck.check_layer(layer, rng.standard_normal((3, 3, 8, 8)), limit=40)
+
+
+def test_a_wrong_conv_derivative_fails_the_check(rng, monkeypatch):
+    layer = conv.Conv2d(2, 3, dtype=np.float64)
+    layer.initialize(rng)
+    adjoint = winograd.input_transform_adjoint
+
+    def slightly_wrong(dV, dx, tiles_h, tiles_w):
+        adjoint(dV, dx, tiles_h, tiles_w)
+        dx[0, 0, 0, 0] *= 1.01
+
+    monkeypatch.setattr(winograd, "input_transform_adjoint", slightly_wrong)
+    with pytest.raises(AssertionError, match="input"):
+        gradcheck.check_layer(layer, rng.standard_normal((1, 2, 4, 4)), limit=100)
+
+
+def test_maxpool_gradients(rng):
+    x = rng.permutation(2 * 3 * 7 * 6).reshape(2, 3, 7, 6) / 10.0  # distinct values: no ties at the max
+    gradcheck.check_layer(conv.MaxPool2d(2), x)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_batchnorm_gradients(train, rng):
+    layer = conv.BatchNorm2d(3, dtype=np.float64)
+    layer.params["gamma"][...] = rng.standard_normal(3)
+    layer.params["beta"][...] = rng.standard_normal(3)
+    layer.buffers["running_mean"][...] = rng.standard_normal(3)
+    layer.buffers["running_var"][...] = rng.random(3) + 0.5
+    gradcheck.check_layer(layer, rng.standard_normal((2, 3, 4, 5)) * 2 + 1, train=train)
+
+
+def test_batchnorm_statistics(rng):
+    layer = conv.BatchNorm2d(2, dtype=np.float64)
+    x = rng.standard_normal((4, 2, 3, 3)) * 3 + 5
+    y = layer.forward(x, train=True)
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-12)
+    np.testing.assert_allclose(y.var(axis=(0, 2, 3)), 1, atol=1e-4)
+    # PyTorch's running estimates: momentum 0.1 from (0, 1), unbiased variance
+    np.testing.assert_allclose(layer.buffers["running_mean"], 0.1 * x.mean(axis=(0, 2, 3)))
+    np.testing.assert_allclose(layer.buffers["running_var"], 0.9 + 0.1 * x.var(axis=(0, 2, 3), ddof=1))
+    expected = (x - layer.buffers["running_mean"][:, None, None]) / np.sqrt(layer.buffers["running_var"][:, None, None] + 1e-5)
+    np.testing.assert_allclose(layer.forward(x, train=False), expected)
+
+
+def test_global_average_pool_gradients(rng):
+    gradcheck.check_layer(conv.GlobalAvgPool(), rng.standard_normal((2, 3, 4, 5)))
+
+
+class Leaves(Layer):
+    """A composite layer seen as one layer whose params are its leaves', for check_layer."""
+
+    def __init__(self, block):
+        super().__init__()
+        self.block = block
+        for name, leaf in nets.named_leaves("block", block):
+            for key in leaf.params:
+                self.params[f"{name}.{key}"], self.grads[f"{name}.{key}"] = leaf.params[key], leaf.grads[key]
+
+    def forward(self, x, train=False):
+        return self.block.forward(x, train)
+
+    def backward(self, dy, need_dx=True):
+        return self.block.backward(dy, need_dx)
+
+
+@pytest.mark.parametrize("in_channels, out_channels, stride", [(3, 3, 1), (2, 4, 2)])
+def test_residual_block_gradients(in_channels, out_channels, stride, rng):
+    block = conv.ResidualBlock(in_channels, out_channels, stride, dtype=np.float64)
+    assert block.params == {} and block.projection == (stride != 1)
+    for _, leaf in nets.named_leaves("block", block):
+        leaf.initialize(rng)
+        if isinstance(leaf, conv.BatchNorm2d):
+            leaf.params["beta"][...] = rng.standard_normal(out_channels)  # move ReLU kinks off the data
+    layer = Leaves(block)
+    assert any(name.startswith("block.shortcut.") for name in layer.params) == block.projection
+    gradcheck.check_layer(layer, rng.standard_normal((2, in_channels, 6, 6)), limit=20)
+    assert block.backward(rng.standard_normal((2, out_channels, 6 // stride, 6 // stride)), need_dx=False) is None
