@@ -169,7 +169,7 @@ class Lottery:
         if self.hp.pruning == "global":
             unpruned = [name for name, kind in self.kinds.items() if kind in self.hp.unpruned]
             total = sum(mask.kept(n) for n in mask if n not in unpruned)
-            return pruning.keep_largest_global(dict(dense_weights), total, unpruned), reset
+            return pruning.keep_largest_global({n: dense_weights[n] for n in mask}, total, unpruned), reset
         return pruning.keep_largest(dense_weights, {name: mask.kept(name) for name in mask}), reset
 
     def reinit_seed(self, trial, round_index):

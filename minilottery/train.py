@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import optim
+from .augment import flip_and_crop
 from .datasets import Batches
 from .kernels import core
 
@@ -112,7 +113,6 @@ class Trainer:
         """One iteration: a minibatch, forward, loss, backward, optimizer step."""
         x, y = self.batches.next()
         if self.hp.augment:
-            from .augment import flip_and_crop
             x = flip_and_crop(x, self.augment_rng)
         logits = self.net.forward(x, train=True)
         dlogits = np.empty_like(logits)
