@@ -304,8 +304,7 @@ def write_figures_and_report(root):
         click.echo(f"figures and report not written ({type(error).__name__}: {error}); "
                    f"try again with: python cli.py plot {root}", err=True)
         return
-    click.echo(f"figures: {', '.join(str(p) for p in written)}")
-    click.echo(f"report: {path}")
+    click.echo(f"figures: {len(written)} PNG files in {path.parent / 'figures'}; report: {path}")
 
 
 @main.command()
