@@ -152,8 +152,11 @@ class Lottery:
         hp = self.hp
         weights = {name: trained[name] for name in mask}
         if hp.pruning == "global":
+            # one rate for the whole network: the largest of its kinds' rates
+            # (conv 20% for Resnet-18 and VGG-19; fc 20% for a globally pruned Lenet)
+            rate = max(hp.rate(kind) for kind in set(self.kinds.values()))
             unpruned = [name for name, kind in self.kinds.items() if kind in hp.unpruned]
-            return pruning.prune_global(mask, weights, hp.rate_conv, unpruned)
+            return pruning.prune_global(mask, weights, rate, unpruned)
         return pruning.prune_layerwise(mask, weights, {name: hp.rate(kind) for name, kind in self.kinds.items()})
 
     def control(self, branch, trial, round_index, mask, reset, dense_weights):

@@ -191,3 +191,10 @@ def test_a_second_process_on_the_same_folder_is_refused(tmp_path):
     holder.lock()
     result = invoke("--rounds", "0", "--iterations", "20", "--out", str(tmp_path))
     assert result.exit_code == 1 and "in use by another minilottery process" in result.output
+
+
+def test_global_pruning_of_lenet_prunes_at_the_fc_rate(tmp_path, mnist):
+    folder = run(tmp_path, mnist, tiny(pruning="global"), rounds=1, controls=())
+    mask = mask_of(folder, 0, 1, "ticket")
+    assert mask.kept() == mask.size() - round(0.2 * mask.size())
+    assert mask.density("fc3.weight") != pytest.approx(0.9)  # one threshold, not per-layer rates
