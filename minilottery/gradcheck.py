@@ -53,6 +53,16 @@ def assert_close(name, analytic, numeric, rtol=1e-5, atol=1e-7):
                          f"({int(np.sum(error > bound))} of {len(error)} entries):\n{rows}")
 
 
+def compare(loss, params, grads, x, dx, rng, limit, rtol, atol):
+    """Analytic gradients (``grads``, ``dx``) against central differences of ``loss``."""
+    analytic = {name: grad.copy() for name, grad in grads.items()}
+    for name, param in params.items():
+        index = sample_indices(param.size, limit, rng)
+        assert_close(name, analytic[name].reshape(-1)[index], numeric_gradient(loss, param, index), rtol, atol)
+    index = sample_indices(x.size, limit, rng)
+    assert_close("input", dx.reshape(-1)[index], numeric_gradient(loss, x, index), rtol, atol)
+
+
 def check_layer(layer, x, seed=0, limit=60, train=True, rtol=1e-5, atol=1e-7):
     """Check every parameter of ``layer`` and its input gradient (all float64)."""
     rng = np.random.default_rng(seed)
@@ -64,12 +74,7 @@ def check_layer(layer, x, seed=0, limit=60, train=True, rtol=1e-5, atol=1e-7):
 
     layer.forward(x.copy(), train)
     dx = layer.backward(r.copy())
-    analytic = {name: grad.copy() for name, grad in layer.grads.items()}
-    for name, param in layer.params.items():
-        index = sample_indices(param.size, limit, rng)
-        assert_close(name, analytic[name].reshape(-1)[index], numeric_gradient(loss, param, index), rtol, atol)
-    index = sample_indices(x.size, limit, rng)
-    assert_close("input", dx.reshape(-1)[index], numeric_gradient(loss, x, index), rtol, atol)
+    compare(loss, layer.params, layer.grads, x, dx, rng, limit, rtol, atol)
 
 
 def check_network(net, x, labels, seed=0, limit=30, train=True, rtol=1e-5, atol=1e-7):
@@ -87,9 +92,4 @@ def check_network(net, x, labels, seed=0, limit=30, train=True, rtol=1e-5, atol=
     net.dropout_rng.bit_generator.state = dropout_state
     _, dlogits = softmax_cross_entropy(net.forward(x.copy(), train), labels)
     dx = net.backward(dlogits, input_grad=True)
-    analytic = {name: grad.copy() for name, grad in net.grads.items()}
-    for name, param in net.params.items():
-        index = sample_indices(param.size, limit, rng)
-        assert_close(name, analytic[name].reshape(-1)[index], numeric_gradient(loss, param, index), rtol, atol)
-    index = sample_indices(x.size, limit, rng)
-    assert_close("input", dx.reshape(-1)[index], numeric_gradient(loss, x, index), rtol, atol)
+    compare(loss, net.params, net.grads, x, dx, rng, limit, rtol, atol)
