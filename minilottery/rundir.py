@@ -30,6 +30,7 @@ SUMMARY_COLUMNS = ["trial", "round", "branch", "pm", "early_stop_iteration", "te
                    "wall_time_s"]
 # Settings that may change between invocations of the same run: more rounds or
 # trials extend it; more controls add branches; checkpoint interval is bookkeeping.
+HELD_LOCKS = {}  # run folder -> the open, flock()ed lock file of this process
 EXTENDABLE = ("rounds", "trials", "controls", "oneshot", "checkpoint_every", "data_dir", "sparse")
 
 
@@ -63,8 +64,16 @@ class RunFolder:
         self.lock_handle = None
 
     def lock(self):
-        """Exclusive use of the folder by this process, released when it exits."""
+        """Exclusive use of the folder by this process, released when it exits.
+
+        flock() locks belong to an open file, so a process that locks the same
+        folder twice (a notebook, the tests) reuses its first lock.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
+        key = os.path.realpath(self.root)
+        if key in HELD_LOCKS:
+            self.lock_handle = HELD_LOCKS[key]
+            return
         self.lock_handle = open(self.root / ".lock", "w")
         try:
             fcntl.flock(self.lock_handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -73,6 +82,7 @@ class RunFolder:
                              "to finish or choose another --out") from None
         self.lock_handle.write(str(os.getpid()))
         self.lock_handle.flush()
+        HELD_LOCKS[key] = self.lock_handle
 
     def start(self, config):
         """Write config.json, or check that an existing one agrees with ``config``."""

@@ -187,10 +187,18 @@ def test_a_corrupt_mask_file_is_one_line_and_results_stay(tmp_path):
 
 
 def test_a_second_process_on_the_same_folder_is_refused(tmp_path):
-    holder = rundir.RunFolder(tmp_path)
-    holder.lock()
-    result = invoke("--rounds", "0", "--iterations", "20", "--out", str(tmp_path))
-    assert result.exit_code == 1 and "in use by another minilottery process" in result.output
+    code = (f"from minilottery import rundir; rundir.RunFolder({str(tmp_path)!r}).lock(); "
+            "print('locked', flush=True); import time; time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = invoke("--rounds", "0", "--iterations", "20", "--out", str(tmp_path))
+        assert result.exit_code == 1 and "in use by another minilottery process" in result.output
+    finally:
+        holder.kill()
+        holder.wait()
+    assert invoke("--rounds", "0", "--iterations", "20", "--out", str(tmp_path)).exit_code == 0
 
 
 def test_global_pruning_of_lenet_prunes_at_the_fc_rate(tmp_path, mnist):
