@@ -135,8 +135,10 @@ NET_CHOICE = click.Choice(list(hparams.DEFAULTS))
 @click.option("--data-dir", type=click.Path(file_okay=False), help="read the dataset's files from this folder")
 @click.option("--out", type=click.Path(file_okay=False), help="write config.json and metrics.json here")
 @click.option("--quiet", is_flag=True, help="no progress line")
+@click.option("--sparse", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="sparse kernels for layers below the density threshold")
 @friendly_errors
-def train(net, seed, data_dir, out, quiet, **options):
+def train(net, seed, data_dir, out, quiet, sparse, **options):
     """Train one network with the paper's protocol (Appendix C).
 
     Evaluates validation and test sets every --eval-every iterations and reports
@@ -149,7 +151,7 @@ def train(net, seed, data_dir, out, quiet, **options):
     data = datasets.load(hp.dataset, data_dir)
     if hp.batch_size > len(data.x_train):
         raise ValueError(f"batch size {hp.batch_size} is larger than the training set ({len(data.x_train)})")
-    network = nets.build(net, seed=seed, input_shape=data.input_shape, dropout=hp.dropout)
+    network = nets.build(net, seed=seed, input_shape=data.input_shape, dropout=hp.dropout, sparse=sparse)
     trainer = Trainer(network, data, hp, seed)
     progress = ProgressLine(hp.iterations, quiet)
     timer = Timer()
@@ -180,20 +182,32 @@ def train(net, seed, data_dir, out, quiet, **options):
 @click.option("--iterations", type=int, default=1000, show_default=True, help="training steps per timing")
 @click.option("--repeats", type=int, default=5, show_default=True, help="timings per figure (median reported)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object (a list for several densities)")
+@click.option("--sparse", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="sparse kernels for layers below the density threshold")
+@click.option("--compare", is_flag=True, help="also measure --sparse off and print both with their ratio")
 @friendly_errors
-def bench(net, densities, iterations, repeats, as_json):
+def bench(net, densities, iterations, repeats, as_json, sparse, compare):
     """Training and evaluation samples/s at the paper's batch size (random data, real loop)."""
     from minilottery import bench as benchmark
     values = [float(d) for d in densities.split(",")]
     if any(not 0 < d <= 1 for d in values) or iterations <= 0 or repeats <= 0:
         raise ValueError("densities must be in (0, 1] and --iterations and --repeats positive")
-    results = [benchmark.measure(net, d, iterations=iterations, repeats=repeats) for d in values]
+    modes = [sparse, "off"] if compare and sparse != "off" else [sparse]
+    results = [benchmark.measure(net, d, iterations=iterations, repeats=repeats, sparse=mode)
+               for d in values for mode in modes]
     if as_json:
         click.echo(json.dumps(results[0] if len(results) == 1 else results))
         return
-    for r in results:
-        click.echo(f"{r['net']} density {r['density']:.4f} batch {r['batch_size']}: "
-                   f"train {r['train_samples_per_s']:,.0f} samples/s, eval {r['eval_samples_per_s']:,.0f} samples/s")
+    for index, r in enumerate(results):
+        layers = ",".join(r["sparse_layers"]) or "none"
+        click.echo(f"{r['net']} density {r['density']:.4f} batch {r['batch_size']} sparse {r['sparse']} "
+                   f"(sparse layers: {layers}): train {r['train_samples_per_s']:,.0f} samples/s, "
+                   f"eval {r['eval_samples_per_s']:,.0f} samples/s")
+        if len(modes) == 2 and index % 2 == 1:  # the pair (--sparse MODE, off) at one density
+            mine, ratio = results[index - 1], {k: results[index - 1][k] / r[k]
+                                               for k in ("train_samples_per_s", "eval_samples_per_s")}
+            click.echo(f"    {mine['sparse']} / off: train x{ratio['train_samples_per_s']:.2f}, "
+                       f"eval x{ratio['eval_samples_per_s']:.2f}")
 
 
 CONTROL_CHOICES = {"none": (), "reinit": ("reinit",), "random": ("random",), "both": ("reinit", "random")}

@@ -7,7 +7,8 @@ the network's input shape; evaluation on 10,000 images in batches of 1,000, as
 ``repeats`` timings after a warm-up (which also triggers Numba compilation).
 
 Densities below 1 install a random mask keeping that fraction of every prunable
-weight, the situation of an IMP round at that Pm.
+weight, the situation of an IMP round at that Pm. ``sparse`` ("auto", "on", "off",
+see sparse.py) chooses whether Dense layers train at their kept weights only.
 """
 import statistics
 import time
@@ -66,8 +67,9 @@ def measure(net_name, density=1.0, iterations=500, repeats=5, data=None, hp=None
     train.evaluate(net, x_eval[:1000], y_eval[:1000])
     eval_rate = median_rate(lambda: train.evaluate(net, x_eval, y_eval), len(x_eval), repeats)
     kept = sum(float(m.sum()) for m in net.masks.values()) / net.count()
-    return {"net": net_name, "density": kept, "batch_size": hp.batch_size,
-            "train_samples_per_s": train_rate, "eval_samples_per_s": eval_rate}
+    sparse_layers = [name for name, leaf in net.leaves if getattr(leaf, "sparse", None) is not None]
+    return {"net": net_name, "density": kept, "batch_size": hp.batch_size, "sparse": net.sparse,
+            "sparse_layers": sparse_layers, "train_samples_per_s": train_rate, "eval_samples_per_s": eval_rate}
 
 
 def net_input_shape(net_name):

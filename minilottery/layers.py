@@ -37,6 +37,7 @@ class Layer:
 class Dense(Layer):
     """y = x @ W + b with W of shape (in_features, out_features)."""
     prunable = ("weight",)
+    sparse = None  # a sparse.SparseDense when the network trains this layer at its kept weights only
 
     def __init__(self, in_features, out_features, dtype=np.float32):
         super().__init__()
@@ -51,12 +52,16 @@ class Dense(Layer):
         self.params["bias"][...] = 0
 
     def forward(self, x, train=False):
+        if self.sparse is not None:
+            return self.sparse.forward(x, train)
         self.x = x                                  # (N, in)
         y = x @ self.params["weight"]               # (N, out)
         core.add_bias(y, self.params["bias"])
         return y
 
     def backward(self, dy, need_dx=True):
+        if self.sparse is not None:
+            return self.sparse.backward(dy, need_dx)
         # dW = x^T dy,  db = sum_n dy,  dx = dy W^T (skipped for the network's first layer)
         np.matmul(self.x.T, dy, out=self.grads["weight"])
         core.bias_grad(dy, self.grads["bias"])

@@ -104,7 +104,8 @@ class Lottery:
         self.progress = Progress(experiment.trials * branch_count * self.hp.iterations)
 
     def build(self, seed):
-        return nets.build(self.hp.net, seed=seed, input_shape=self.data.input_shape, dropout=self.hp.dropout)
+        return nets.build(self.hp.net, seed=seed, input_shape=self.data.input_shape, dropout=self.hp.dropout,
+                          sparse=self.experiment.sparse)
 
     def run(self):
         for trial in range(self.experiment.trials):

@@ -31,7 +31,7 @@ def named_leaves(prefix, layer):
 class Network:
     """Named layers in order, with θ, its gradient and the mask m in three flat buffers."""
 
-    def __init__(self, name, layers, seed=0, dtype=np.float32):
+    def __init__(self, name, layers, seed=0, dtype=np.float32, sparse="auto"):
         self.name, self.layers, self.dtype = name, layers, np.dtype(dtype)
         self.leaves = [leaf for layer_name, layer in layers for leaf in named_leaves(layer_name, layer)]
         # Dropout draws from one generator per network so that a checkpoint can save it.
@@ -41,6 +41,7 @@ class Network:
                 leaf.rng = self.dropout_rng
         self._pack()
         self.initialize(seed)
+        self.set_sparse(sparse)
 
     def _pack(self):
         """Move every parameter into views of the flat buffers θ, dθ and m."""
@@ -92,6 +93,15 @@ class Network:
         for name in self.masks:
             self.masks[name][...] = mask[name]
         self.flat_params *= self.flat_mask
+        self.set_sparse(self.sparse)
+
+    def set_sparse(self, mode):
+        """Train Dense layers at their kept weights only: "on", "off", or "auto" (below
+        sparse.DENSITY_THRESHOLD). Rebuilds the index of kept weights for the current
+        mask; ``sparse_update`` tells the optimizer which positions to walk (None: all)."""
+        from . import sparse
+        self.sparse = mode
+        self.sparse_update = sparse.compress(self, mode)
 
     def forward(self, x, train=False):
         for _, layer in self.layers:
@@ -122,6 +132,7 @@ class Network:
         self.flat_mask[...] = state["flat_mask"]
         for name, value in self.buffers.items():
             value[...] = state[f"buffer:{name}"]
+        self.set_sparse(self.sparse)
 
     def count(self, kind=None):
         """Number of prunable weights, optionally of one kind ("conv", "fc", "output")."""
@@ -231,12 +242,13 @@ def network_names():
     return list(BUILDERS)
 
 
-def build(name, seed=0, input_shape=None, dropout=0.0, dtype=np.float32):
-    """Network ``name`` with θ₀ drawn from ``seed``; input_shape is (C, H, W) of one image."""
+def build(name, seed=0, input_shape=None, dropout=0.0, dtype=np.float32, sparse="auto"):
+    """Network ``name`` with θ₀ drawn from ``seed``; input_shape is (C, H, W) of one image;
+    ``sparse`` ("auto", "on", "off"): see ``Network.set_sparse``."""
     if name not in BUILDERS:
         raise ValueError(f"unknown network {name!r}; choose one of {', '.join(BUILDERS)}")
     options = {"dropout": dropout, "dtype": dtype}
     if input_shape is not None:
         options["input_shape"] = tuple(input_shape)
     layers = BUILDERS[name](**options)
-    return Network(name, layers, seed=seed, dtype=dtype)
+    return Network(name, layers, seed=seed, dtype=dtype, sparse=sparse)

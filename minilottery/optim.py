@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .kernels import core, single_threaded
+from .kernels import sparse as sparse_kernels
 
 
 @dataclass
@@ -49,8 +50,25 @@ class Optimizer:
         self.net, self.weight_decay, self.t = net, weight_decay, 0
         for name in self.state_names:
             setattr(self, name, np.zeros_like(net.flat_params))
+        self.kept_for, self.kept_state = None, ()
+
+    def kept(self, update):
+        """The state at a sparse network's kept positions (``update.kept``, see sparse.py)
+        as compact arrays, one per statistic; the flat arrays keep everything else.
+        Gathered once per mask, written back by ``state()`` or when the mask changes."""
+        if self.kept_for is not update:
+            self.write_back()
+            self.kept_for = update
+            self.kept_state = tuple(getattr(self, name)[update.kept] for name in self.state_names)
+        return self.kept_state
+
+    def write_back(self):
+        if self.kept_for is not None:
+            for name, values in zip(self.state_names, self.kept_state):
+                getattr(self, name)[self.kept_for.kept] = values
 
     def state(self):
+        self.write_back()
         arrays = {name: getattr(self, name).copy() for name in self.state_names}
         arrays["t"] = np.array(self.t)
         return arrays
@@ -58,6 +76,7 @@ class Optimizer:
     def load_state(self, state):
         for name in self.state_names:
             getattr(self, name)[...] = state[name]
+        self.kept_for = None  # gathered again from the loaded state at the next step
         self.t = int(state["t"])
 
 
@@ -72,8 +91,13 @@ class Momentum(Optimizer):
     def step(self, lr):
         self.t += 1
         net, cast = self.net, self.net.dtype.type
-        single_threaded(core.momentum_update, net.flat_params, net.flat_grads, self.buf, net.flat_mask, cast(lr),
-                             cast(self.momentum), cast(self.weight_decay), self.nesterov)
+        hyper = (cast(lr), cast(self.momentum), cast(self.weight_decay), self.nesterov)
+        if getattr(net, "sparse_update", None) is None:
+            single_threaded(core.momentum_update, net.flat_params, net.flat_grads, self.buf, net.flat_mask, *hyper)
+        else:  # sparse layers: only their kept weights (sparse.py)
+            update = net.sparse_update
+            single_threaded(sparse_kernels.momentum_update_kept, net.flat_params, net.flat_grads, self.buf,
+                            net.flat_mask, update.spans, update.kept, *self.kept(update), *hyper)
 
 
 def SGD(net, weight_decay=0.0):
@@ -94,9 +118,14 @@ class Adam(Optimizer):
         net, cast = self.net, self.net.dtype.type
         step_size = lr / (1 - self.beta1 ** self.t)   # α / (1 - β1^t)
         bias2_root = math.sqrt(1 - self.beta2 ** self.t)  # sqrt(1 - β2^t)
-        single_threaded(core.adam_update, net.flat_params, net.flat_grads, self.m, self.v, net.flat_mask,
-                         cast(step_size), cast(self.beta1), cast(self.beta2), cast(self.eps),
-                         cast(self.weight_decay), cast(bias2_root))
+        hyper = (cast(step_size), cast(self.beta1), cast(self.beta2), cast(self.eps),
+                 cast(self.weight_decay), cast(bias2_root))
+        if getattr(net, "sparse_update", None) is None:
+            single_threaded(core.adam_update, net.flat_params, net.flat_grads, self.m, self.v, net.flat_mask, *hyper)
+        else:  # sparse layers: only their kept weights (sparse.py)
+            update = net.sparse_update
+            single_threaded(sparse_kernels.adam_update_kept, net.flat_params, net.flat_grads, self.m, self.v,
+                            net.flat_mask, update.spans, update.kept, *self.kept(update), *hyper)
 
 
 def make(name, net, momentum=0.9, weight_decay=0.0, nesterov=False):

@@ -1,0 +1,240 @@
+"""Sparse training (the paper's "Limitations"): the same numbers as the dense masked path.
+
+Each sparse kernel agrees with its NumPy twin; a SparseDense layer agrees with Dense
+under the mask; a sparse network passes the float64 gradient check; and whole short
+training runs follow the same curve in sparse and dense mode.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import cli
+from minilottery import bench, gradcheck, hparams, nets, optim, sparse, train
+from minilottery.kernels import FLUSH_BELOW, single_threaded
+from minilottery.kernels import sparse as kernels
+from minilottery.layers import Dense
+
+
+def masked_dense(rng, inputs, outputs, density, dtype):
+    """A Dense layer whose W is zero outside a random mask of the given density."""
+    layer = Dense(inputs, outputs, dtype)
+    layer.initialize(rng)
+    layer.params["bias"][...] = rng.standard_normal(outputs)
+    mask = (rng.random((inputs, outputs)) < density).astype(dtype)
+    layer.params["weight"] *= mask
+    return layer, mask
+
+
+def kernel_arguments(name, rng, dtype):
+    samples, inputs, outputs = 70, 13, 9            # 70 samples: two tiles, the second partial
+    layer, mask = masked_dense(rng, inputs, outputs, 0.4, dtype)
+    structure = sparse.SparseDense(layer, mask)
+    tiles = kernels.tile_count(samples)
+    x = rng.standard_normal((samples, inputs)).astype(dtype)
+    w = layer.params["weight"].reshape(-1)
+    if name == "transpose_into_tiles":
+        return [x, np.zeros((tiles, inputs, kernels.TILE), dtype)]
+    if name == "sparse_forward":
+        return [x, w, layer.params["bias"], structure.col_start, structure.col_rows, structure.col_pos,
+                np.zeros((tiles, inputs, kernels.TILE), dtype), np.zeros((samples, outputs), dtype)]
+    if name == "sparse_backward":
+        xt = np.zeros((tiles, inputs, kernels.TILE), dtype)
+        kernels.transpose_into_tiles_numpy(x, xt)
+        return [xt, rng.standard_normal((samples, outputs)).astype(dtype), w, np.zeros_like(w),
+                np.zeros(outputs, dtype), structure.row_start, structure.row_cols, structure.row_pos,
+                np.zeros((tiles, outputs, kernels.TILE), dtype), np.zeros((samples, inputs), dtype)]
+    size = 400
+    flat_mask = (rng.random(size) < 0.5).astype(dtype)
+    flat_mask[300:] = 1                              # a bias-like span
+    w, g = rng.standard_normal(size).astype(dtype) * flat_mask, rng.standard_normal(size).astype(dtype)
+    state = [np.abs(rng.standard_normal(size)).astype(dtype) * flat_mask for _ in range(2)]
+    state[0][np.flatnonzero(flat_mask)[:4]] = FLUSH_BELOW / 2  # values that must be flushed to zero
+    spans = np.array([[300, 340], [350, 400]], np.int64)
+    kept = np.flatnonzero(flat_mask[:300])
+    kept_state = [np.abs(rng.standard_normal(kept.size)).astype(dtype) for _ in range(2)]
+    kept_state[0][:4] = FLUSH_BELOW / 2
+    f = dtype.type
+    if name == "adam_update_kept":
+        return [w, g, state[0], state[1], flat_mask, spans, kept, *kept_state, f(1e-3), f(0.9), f(0.999), f(1e-8),
+                f(1e-4), f(0.1)]
+    return [w, g, state[0], flat_mask, spans, kept, kept_state[0], f(0.1), f(0.9), f(1e-4), True]  # momentum
+
+
+@pytest.mark.parametrize("dtype", [np.dtype(np.float32), np.dtype(np.float64)])
+@pytest.mark.parametrize("fast, reference", kernels.TWINS, ids=[k.__name__ for k, _ in kernels.TWINS])
+def test_kernel_matches_numpy_twin(fast, reference, dtype):
+    name = reference.__name__.removesuffix("_numpy")
+    args_fast = kernel_arguments(name, np.random.default_rng(0), dtype)
+    args_reference = [a.copy() if isinstance(a, np.ndarray) else a for a in args_fast]
+    single_threaded(fast, *args_fast)
+    reference(*args_reference)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    changed = 0
+    for a, b, before in zip(args_fast, args_reference, kernel_arguments(name, np.random.default_rng(0), dtype)):
+        if isinstance(a, np.ndarray):
+            np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance)
+            changed += not np.array_equal(a, before)
+    assert changed, "the kernel had no visible effect"
+
+
+def test_sparse_kernels_leave_pruned_entries_alone(rng):
+    """The optimizer never writes a position outside the spans and the kept list."""
+    args = kernel_arguments("adam_update_kept", rng, np.dtype(np.float32))
+    w = args[0]
+    w[:300][args[4][:300] == 0] = 7.0                # pruned, outside any span: must stay untouched
+    single_threaded(kernels.adam_update_kept, *args)
+    assert np.all(w[:300][args[4][:300] == 0] == 7.0)
+
+
+@pytest.mark.parametrize("samples, need_dx", [(60, True), (60, False), (130, True)])
+def test_sparse_layer_matches_dense_layer(rng, samples, need_dx):
+    layer, mask = masked_dense(rng, 50, 30, 0.1, np.float32)
+    x = rng.standard_normal((samples, 50)).astype(np.float32)
+    dy = rng.standard_normal((samples, 30)).astype(np.float32)
+    y_dense = layer.forward(x)
+    dx_dense = layer.backward(dy.copy(), need_dx)
+    grads_dense = {name: g.copy() for name, g in layer.grads.items()}
+    layer.sparse = sparse.SparseDense(layer, mask)
+    y_sparse = layer.forward(x)
+    dx_sparse = layer.backward(dy.copy(), need_dx)
+    np.testing.assert_allclose(y_sparse, y_dense, rtol=1e-5, atol=1e-5)
+    if need_dx:
+        np.testing.assert_allclose(dx_sparse, dx_dense, rtol=1e-5, atol=1e-5)
+    else:
+        assert dx_sparse is None and dx_dense is None
+    np.testing.assert_allclose(layer.grads["bias"], grads_dense["bias"], rtol=1e-5, atol=1e-5)
+    # dW at kept positions only; pruned positions hold 0 in sparse mode
+    np.testing.assert_allclose(layer.grads["weight"], grads_dense["weight"] * mask, rtol=1e-5, atol=1e-5)
+
+
+def test_sparse_lenet_passes_the_gradient_check(rng):
+    net = nets.build("lenet", seed=3, dtype=np.float64, sparse="on")
+    net.set_mask(bench.random_mask(net, 0.3, seed=1))
+    assert all(leaf.sparse is not None for _, leaf in net.leaves if isinstance(leaf, Dense))
+    net.flat_params[net.slices["fc2.bias"]] = rng.standard_normal(100) * 0.1
+    gradcheck.check_network(net, rng.random((3, 1, 28, 28)), rng.integers(0, 10, 3))
+
+
+def test_a_wrong_sparse_gradient_fails_the_check(rng, monkeypatch):
+    net = nets.build("lenet", seed=3, dtype=np.float64, sparse="on")
+    net.set_mask(bench.random_mask(net, 0.3, seed=1))
+    layer = dict(net.layers)["fc2"].sparse
+    backward = layer.backward
+
+    def wrong(dy, need_dx=True):
+        dx = backward(dy, need_dx)
+        layer.layer.grads["weight"] += 1e-3 * net.masks["fc2.weight"]   # an error at every kept dW
+        return dx
+
+    monkeypatch.setattr(layer, "backward", wrong)
+    with pytest.raises(AssertionError, match="gradient of fc2.weight"):
+        gradcheck.check_network(net, rng.random((3, 1, 28, 28)), rng.integers(0, 10, 3))
+
+
+def test_auto_picks_sparse_below_the_threshold_and_set_mask_rebuilds():
+    net = nets.build("lenet", seed=0)                     # sparse="auto"
+    assert net.sparse_update is None                      # dense network: dense path
+    mask = bench.random_mask(net, 0.05)
+    mask["fc3.weight"][...] = 1                           # one layer above the threshold
+    net.set_mask(mask)
+    layers = dict(net.layers)
+    assert layers["fc1"].sparse is not None and layers["fc2"].sparse is not None
+    assert layers["fc3"].sparse is None
+    fc3 = net.slices["fc3.weight"]
+    assert any(start <= fc3.start and fc3.stop <= stop for start, stop in net.sparse_update.spans)
+    net.set_mask(bench.random_mask(net, 0.9))
+    assert net.sparse_update is None and layers["fc1"].sparse is None
+    net.set_sparse("on")
+    assert all(layers[name].sparse is not None for name in ("fc1", "fc2", "fc3"))
+    with pytest.raises(ValueError, match="sparse mode"):
+        net.set_sparse("sometimes")
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "momentum"])
+def test_training_curves_match_dense_mode(mnist, optimizer):
+    """200 iterations of Lenet at density 0.05: the same curve and weights, sparse or not."""
+    hp = hparams.Hyperparameters(iterations=200, eval_every=100, optimizer=optimizer,
+                                 lr=1.2e-3 if optimizer == "adam" else 0.05)
+    runs = {}
+    for mode in ("off", "on"):
+        net = nets.build("lenet", seed=2, sparse=mode)
+        net.set_mask(bench.random_mask(net, 0.05, seed=4))
+        runs[mode] = train.Trainer(net, mnist, hp, seed=2).run()
+    dense, sparse_run = runs["off"], runs["on"]
+    np.testing.assert_allclose(sparse_run.curve.val_loss, dense.curve.val_loss, rtol=1e-3)
+    np.testing.assert_allclose(sparse_run.curve.test_accuracy, dense.curve.test_accuracy, atol=2e-3)
+    assert dense.curve.val_loss[-1] < dense.curve.val_loss[0] - 0.25  # it did learn
+    sparse_net, dense_net = sparse_run.net, dense.net
+    pruned = sparse_net.flat_mask == 0
+    assert np.all(sparse_net.flat_params[pruned] == 0)                # pruned weights exactly 0
+    np.testing.assert_allclose(sparse_net.flat_params, dense_net.flat_params, atol=2e-4)
+
+
+def test_resumed_sparse_run_is_exact(mnist):
+    hp = hparams.Hyperparameters(iterations=60, eval_every=30)
+
+    def fresh():
+        net = nets.build("lenet", seed=1, sparse="on")
+        net.set_mask(bench.random_mask(net, 0.1, seed=2))
+        return train.Trainer(net, mnist, hp, seed=1)
+
+    whole = fresh().run()
+    first = fresh().run(until=30)
+    arrays, info = first.state()
+    resumed = fresh()
+    resumed.net.set_mask(bench.random_mask(resumed.net, 0.5, seed=9))   # load_state must rebuild
+    resumed.load_state(arrays, info)
+    resumed.run()
+    np.testing.assert_array_equal(resumed.net.flat_params, whole.net.flat_params)
+    assert resumed.curve.val_loss == whole.curve.val_loss
+
+
+@pytest.mark.parametrize("density", [0.05, 0.2])  # the optimizer walks kept positions / masked spans
+def test_sparse_optimizer_steps_match_dense_steps(rng, density):
+    """Adam steps with weight decay on sparse layers: the same weights and state as dense."""
+    nets_by_mode = {mode: nets.build("lenet", seed=0, sparse=mode) for mode in ("off", "on")}
+    mask = bench.random_mask(nets_by_mode["off"], density)
+    x = rng.random((60, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, 60)
+    optimizers = {}
+    for mode, net in nets_by_mode.items():
+        net.set_mask(mask)
+        optimizers[mode] = optim.Adam(net, weight_decay=1e-4)
+    from minilottery.losses import softmax_cross_entropy
+    for _ in range(20):
+        for mode, net in nets_by_mode.items():
+            _, dlogits = softmax_cross_entropy(net.forward(x, True), y)
+            net.backward(dlogits)
+            optimizers[mode].step(1e-3)
+    np.testing.assert_allclose(nets_by_mode["on"].flat_params, nets_by_mode["off"].flat_params, atol=1e-5)
+    for name, values in optimizers["on"].state().items():    # the compact moments written back
+        np.testing.assert_allclose(values, optimizers["off"].state()[name], atol=1e-6)
+
+
+def test_sparse_training_runs_without_the_jit():
+    code = ("import numpy as np; from minilottery import nets, optim, losses, bench;"
+            "net = nets.build('lenet', seed=0, sparse='on'); net.set_mask(bench.random_mask(net, 0.02));"
+            "opt = optim.Adam(net); x = np.random.default_rng(0).random((8, 1, 28, 28), dtype=np.float32);"
+            "y = np.arange(8); l0 = losses.softmax_cross_entropy(net.forward(x, True), y)[0];"
+            "[(net.backward(losses.softmax_cross_entropy(net.forward(x, True), y)[1]), opt.step(1e-2))"
+            " for _ in range(3)];"
+            "l1 = losses.softmax_cross_entropy(net.forward(x), y)[0]; assert l1 < l0, (l0, l1); print('ok')")
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1", "PYTHONPATH": os.getcwd()}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_cli_bench_compares_sparse_with_dense():
+    result = CliRunner().invoke(cli.main, ["bench", "--densities", "1,0.05", "--iterations", "20", "--repeats", "1",
+                                           "--compare", "--json"])
+    assert result.exit_code == 0, result.output
+    dense_auto, dense_off, sparse_auto, sparse_off = json.loads(result.output)
+    assert (dense_auto["sparse"], dense_off["sparse"]) == ("auto", "off")
+    assert dense_auto["sparse_layers"] == [] and sparse_off["sparse_layers"] == []
+    assert sparse_auto["sparse_layers"] == ["fc1", "fc2", "fc3"]
