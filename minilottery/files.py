@@ -19,10 +19,17 @@ class RunFileError(ValueError):
     """A file of a run folder is missing or damaged."""
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path, payload):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
     try:
         with os.fdopen(handle, "wb") as f:
             f.write(payload)
