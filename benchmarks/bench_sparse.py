@@ -3,7 +3,7 @@
 Frankle & Carbin (2019, "Limitations") note that a ticket trained as a dense tensor
 times a mask costs as much at Pm = 5% as the dense network. This script measures
 minilottery's sparse path (``--sparse auto``, sparse.py) and its dense masked path
-(``--sparse off``) with ``cli.py bench``, and PyTorch's masked Lenet with
+(``--sparse off``) with ``cli.py bench --compare``, and PyTorch's masked Lenet with
 /work/shared/bench/torch_lenet.py (fused Adam, denormals flushed), one after the
 other in one session, and draws training and evaluation samples/s against Pm.
 
@@ -33,14 +33,17 @@ def environment(blas_threads):
     return env
 
 
-def minilottery(densities, mode, iters, reps, blas_threads):
-    """cli.py bench --json for one --sparse mode: a list of result dicts, one per density."""
+def minilottery(densities, iters, reps, blas_threads):
+    """cli.py bench --compare --json: {"auto": [...], "off": [...]}, one result dict per density.
+
+    --compare times --sparse auto and off back to back at each density, so that a
+    change in the machine's load during the run falls on both alike."""
     command = [sys.executable, str(ROOT / "cli.py"), "bench", "--net", "lenet", "--densities", densities,
-               "--iterations", str(iters), "--repeats", str(reps), "--sparse", mode, "--json"]
+               "--iterations", str(iters), "--repeats", str(reps), "--sparse", "auto", "--compare", "--json"]
     output = subprocess.run(command, env=environment(blas_threads), check=True, capture_output=True,
                             text=True).stdout
     results = json.loads(output)
-    return results if isinstance(results, list) else [results]
+    return {"auto": results[0::2], "off": results[1::2]}
 
 
 def torch(python, densities, iters, reps, blas_threads):
@@ -60,6 +63,7 @@ def draw(results, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for axis, key, title in ((axes[0], "train_samples_per_s", "training (batch 60, Adam)"),
@@ -78,6 +82,10 @@ def draw(results, path):
                       label="PyTorch (masked dense)")
         axis.set_xscale("log")
         axis.set_yscale("log")
+        axis.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        axis.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
+        axis.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        axis.set_xticks([100, 51.3, 21.1, 7, 3.6, 1.4])
         axis.invert_xaxis()
         axis.set_xlabel("Pm: percent of weights remaining")
         axis.set_ylabel("thousand samples / s")
@@ -101,10 +109,9 @@ def main():
     args = parser.parse_args()
     load = os.getloadavg()[0]
     results = {"densities": args.densities, "iters": args.iters, "reps": args.reps,
-               "blas_threads": args.blas_threads or "default", "minilottery": {}}
-    for mode in ("auto", "off"):
-        results["minilottery"][mode] = minilottery(args.densities, mode, args.iters, args.reps, args.blas_threads)
-        print(f"minilottery --sparse {mode}: done", flush=True)
+               "blas_threads": args.blas_threads or "default"}
+    results["minilottery"] = minilottery(args.densities, args.iters, args.reps, args.blas_threads)
+    print("minilottery: done", flush=True)
     results["torch"] = torch(args.torch, args.densities, args.iters, args.reps, args.blas_threads)
     results["load_average"] = [load, os.getloadavg()[0]]
     results["note"] = (f"{os.cpu_count()} cores, load average {load:.1f} at start; BLAS threads "

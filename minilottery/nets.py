@@ -10,6 +10,9 @@ Public contract: ``build(name, seed=...)`` returns a network with
 ``forward(x, train=...)`` giving logits and ``backward(dlogits)`` filling ``grads``;
 ``params`` and ``grads`` share keys like ``"fc1.weight"``; ``masks`` holds a 0/1
 array for every prunable weight. Dense weights are (in_features, out_features).
+With ``sparse`` ("auto", the default, "on" or "off"; see sparse.py) Dense layers of a
+sparse enough mask train at their kept weights only: ``params`` stay exact, and
+``grads`` of such a layer hold dL/dW at kept positions and 0 at pruned ones.
 
 Lenet (LeCun et al. 1998, the paper's "Lenet-300-100"): 784-300-100-10, ReLU.
 """

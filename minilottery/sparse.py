@@ -5,51 +5,58 @@ are sparse, but they are "not optimized for modern libraries or hardware" — tr
 as a dense W times a mask m, a ticket at Pm = 5% costs as much as the dense network.
 
 Within an IMP round m is fixed. So once per mask (``Network.set_mask``) every Dense
-layer below ``DENSITY_THRESHOLD`` gets a ``SparseDense``: the positions of its kept
-weights K = {(i, j) : m[i, j] = 1}, indexed by column and by row. From then on a
-training step touches only K:
+layer below ``DENSITY_THRESHOLD`` (under ``sparse="auto"``; every layer under "on")
+gets a ``SparseDense``: the positions of its kept weights K = {(i, j) : m[i, j] = 1},
+indexed by column and by row. From then on a training step touches only K:
 
     forward     y = x @ W + b           sparse x dense, W read at K only
     backward    dx = dy @ W^T           the same index, by row
                 dW[i, j] = sum_n x[n, i] dy[n, j]   only for (i, j) in K (sampled product)
-    optimizer   Adam / momentum walk only the flat positions of K (kernels/sparse.py)
+    optimizer   Adam / momentum walk only the flat positions of K (``SparseUpdate``)
 
-Nothing is copied: the kernels read and write W, dW and the optimizer state where
-they live, in the network's flat buffers. So ``net.params`` is always exact (pruned
-entries 0, kept entries the trained values). In sparse mode ``net.grads`` of a
-sparse layer holds dL/dW at kept positions and 0 at pruned ones (the dense path
-leaves x^T dy there, which the masked optimizer then ignores).
+W and dW are not copied: the kernels (kernels/sparse.py) read and write them where
+they live, in the network's flat buffers, so ``net.params`` is always exact (pruned
+entries 0, kept entries the trained values) and anyone may write to it between
+steps. In sparse mode ``net.grads`` of a sparse layer holds dL/dW at kept positions
+and 0 at pruned ones (the dense path leaves x^T dy there, which the masked optimizer
+then ignores). Only the optimizer keeps a compact copy: its moments at K
+(``Optimizer.kept`` in optim.py), written back into its flat state by ``state()``.
 """
 import numpy as np
 
-from .kernels import single_threaded
+from .kernels import core, single_threaded
 from .kernels import sparse as kernels
 from .layers import Dense
 
 MODES = ("auto", "on", "off")
 
 # A Dense layer is trained sparse under "auto" when its density (kept / all weights) is
-# below this. Measured on Lenet, all layers at one density, CPU time with one BLAS
-# thread (docs/performance-sparse.md): a training step breaks even at a density of
-# 0.3, an evaluation batch of 1,000 at 0.22, and a round (100 steps per evaluation
-# of 15,000 images) at 0.25. OpenBLAS on two idle cores speeds the dense path up by
-# up to 1.5x (our kernels use one thread), which moves the break-even to ~0.15-0.2.
-DENSITY_THRESHOLD = 0.2
+# below DENSITY_THRESHOLD. Measured on Lenet, all layers at one density, CPU time with
+# one BLAS thread, OpenBLAS's AVX-512 kernels (docs/performance-sparse.md): sparse and
+# dense training steps break even at a density of 0.16, evaluation batches of 1,000
+# at 0.13. Our kernels use one thread; on two idle cores OpenBLAS's two threads make
+# the dense path 1.5x faster for training and 1.95x for evaluation (measured), which
+# moves the break-even to 0.1 for training and 0.04 for evaluation. So between the
+# two thresholds a sparse layer trains sparse but evaluates through BLAS on its
+# masked W (exactly 0 at pruned entries: the same numbers).
+DENSITY_THRESHOLD = 0.1
+EVALUATION_DENSITY_THRESHOLD = 0.04
 
-# The optimizer walks a sparse layer's kept positions one by one only below this
-# density; above it, the layer's slice is updated as one masked dense span. Walking
-# kept positions scattered over W, dW, m and v costs ~4 ns each (a cache line per
-# array and weight), the dense masked pass ~0.5 ns per weight, kept or not: the two
-# meet at 0.5 / 4 = 0.125 (measured on Lenet's 266K weights with Adam).
+# The optimizer walks a sparse layer's kept positions only below this density; above
+# it, the layer's slice is updated as one masked dense span. Walking kept positions
+# costs ~3 ns each (gathering W and dW from scattered cache lines), the dense masked
+# pass ~0.5 ns per weight, kept or not: they meet at ~0.16 (measured on Lenet's 266K
+# weights with Adam); 0.12 leaves a margin.
 OPTIMIZER_DENSITY_THRESHOLD = 0.12
 
 
 class SparseDense:
     """Forward and backward of one Dense layer, y = x @ W + b, at the kept weights only."""
 
-    def __init__(self, layer, mask):
+    def __init__(self, layer, mask, blas_evaluation=False):
         inputs, outputs = layer.params["weight"].shape
-        self.layer, self.outputs = layer, outputs
+        self.layer, self.inputs, self.outputs = layer, inputs, outputs
+        self.dtype = layer.params["weight"].dtype
         rows, cols = np.nonzero(mask)                       # kept (i, j), row by row
         self.positions = rows * outputs + cols              # W.flat positions, increasing
         self.row_start = np.searchsorted(rows, np.arange(inputs + 1))            # (in+1,)
@@ -57,34 +64,43 @@ class SparseDense:
         by_column = np.argsort(cols, kind="stable")
         self.col_start = np.searchsorted(cols[by_column], np.arange(outputs + 1))  # (out+1,)
         self.col_rows, self.col_pos = rows[by_column], self.positions[by_column]  # (|K|,)
-        self.no_dx = np.zeros((0, inputs), layer.params["weight"].dtype)
+        self.blas_evaluation = blas_evaluation  # evaluation batches (train=False) go through BLAS
+        self.weight, self.weight_grad = layer.params["weight"].reshape(-1), layer.grads["weight"].reshape(-1)
+        self.no_dx = np.zeros((0, inputs), self.dtype)     # tells the kernel to skip dx
         self.scratch = {}  # batch size -> (xt, dyt), zero past the last sample
+        self.x = None      # the input, when forward used BLAS instead of filling xt
         layer.grads["weight"][...] = 0                      # pruned gradients read 0, and stay so
 
     def tiles(self, samples):
         """Transposed tiles of x and dy for this batch size, allocated once."""
         if samples not in self.scratch:
-            tiles, dtype = kernels.tile_count(samples), self.no_dx.dtype
-            self.scratch[samples] = (np.zeros((tiles, self.no_dx.shape[1], kernels.TILE), dtype),
-                                     np.zeros((tiles, self.outputs, kernels.TILE), dtype))
+            tiles = kernels.tile_count(samples)
+            self.scratch[samples] = (np.zeros((tiles, self.inputs, kernels.TILE), self.dtype),
+                                     np.zeros((tiles, self.outputs, kernels.TILE), self.dtype))
         return self.scratch[samples]
 
     def forward(self, x, train=False):
-        xt, _ = self.tiles(x.shape[0])
-        self.xt = xt                                        # (tiles, in, TILE): x, for backward
+        bias = self.layer.params["bias"]
+        if self.blas_evaluation and not train and x.shape[0] > kernels.TILE:
+            self.x = x                                      # an evaluation batch: BLAS on the masked W
+            y = x @ self.layer.params["weight"]             # (N, out); pruned entries of W are 0
+            core.add_bias(y, bias)
+            return y
+        self.x = None
+        xt, _ = self.tiles(x.shape[0])                      # (tiles, in, TILE): x, kept for backward
         y = np.empty((x.shape[0], self.outputs), x.dtype)   # (N, out)
-        params = self.layer.params
-        single_threaded(kernels.sparse_forward, x, params["weight"].reshape(-1), params["bias"],
-                        self.col_start, self.col_rows, self.col_pos, xt, y)
+        single_threaded(kernels.sparse_forward, x, self.weight, bias, self.col_start, self.col_rows,
+                        self.col_pos, xt, y)
         return y
 
     def backward(self, dy, need_dx=True):
         # dW at kept (i, j) only, db, and dx = dy W^T unless this is the network's first layer
-        layer, samples = self.layer, dy.shape[0]
-        _, dyt = self.tiles(samples)
-        dx = np.empty((samples, self.no_dx.shape[1]), dy.dtype) if need_dx else self.no_dx
-        single_threaded(kernels.sparse_backward, self.xt, dy, layer.params["weight"].reshape(-1),
-                        layer.grads["weight"].reshape(-1), layer.grads["bias"],
+        samples = dy.shape[0]
+        xt, dyt = self.tiles(samples)
+        if self.x is not None:                              # forward skipped the transpose
+            kernels.transpose_into_tiles(self.x, xt)
+        dx = np.empty((samples, self.inputs), dy.dtype) if need_dx else self.no_dx   # (N, in)
+        single_threaded(kernels.sparse_backward, xt, dy, self.weight, self.weight_grad, self.layer.grads["bias"],
                         self.row_start, self.row_cols, self.row_pos, dyt, dx)
         return dx if need_dx else None
 
@@ -117,7 +133,8 @@ def compress(net, mode):
         name = f"{leaf_name}.weight"
         mask = net.masks[name]
         density = float(mask.mean())
-        leaf.sparse = SparseDense(leaf, mask) if use_sparse(mode, density) else None
+        blas_evaluation = mode == "auto" and density >= EVALUATION_DENSITY_THRESHOLD
+        leaf.sparse = SparseDense(leaf, mask, blas_evaluation) if use_sparse(mode, density) else None
         if leaf.sparse is not None and density < OPTIMIZER_DENSITY_THRESHOLD:
             span = net.slices[name]
             dense_spans.append((cursor, span.start))

@@ -91,15 +91,17 @@ def test_sparse_kernels_leave_pruned_entries_alone(rng):
     assert np.all(w[:300][args[4][:300] == 0] == 7.0)
 
 
-@pytest.mark.parametrize("samples, need_dx", [(60, True), (60, False), (130, True)])
-def test_sparse_layer_matches_dense_layer(rng, samples, need_dx):
+@pytest.mark.parametrize("samples, need_dx, blas_evaluation", [(60, True, False), (60, False, False),
+                                                                (130, True, False), (130, True, True)])
+def test_sparse_layer_matches_dense_layer(rng, samples, need_dx, blas_evaluation):
+    """Forward in evaluation mode (through BLAS for a large batch if blas_evaluation), then backward."""
     layer, mask = masked_dense(rng, 50, 30, 0.1, np.float32)
     x = rng.standard_normal((samples, 50)).astype(np.float32)
     dy = rng.standard_normal((samples, 30)).astype(np.float32)
     y_dense = layer.forward(x)
     dx_dense = layer.backward(dy.copy(), need_dx)
     grads_dense = {name: g.copy() for name, g in layer.grads.items()}
-    layer.sparse = sparse.SparseDense(layer, mask)
+    layer.sparse = sparse.SparseDense(layer, mask, blas_evaluation)
     y_sparse = layer.forward(x)
     dx_sparse = layer.backward(dy.copy(), need_dx)
     np.testing.assert_allclose(y_sparse, y_dense, rtol=1e-5, atol=1e-5)
@@ -139,7 +141,7 @@ def test_a_wrong_sparse_gradient_fails_the_check(rng, monkeypatch):
 def test_auto_picks_sparse_below_the_threshold_and_set_mask_rebuilds():
     net = nets.build("lenet", seed=0)                     # sparse="auto"
     assert net.sparse_update is None                      # dense network: dense path
-    mask = bench.random_mask(net, 0.05)
+    mask = bench.random_mask(net, sparse.EVALUATION_DENSITY_THRESHOLD / 2)
     mask["fc3.weight"][...] = 1                           # one layer above the threshold
     net.set_mask(mask)
     layers = dict(net.layers)
@@ -147,25 +149,32 @@ def test_auto_picks_sparse_below_the_threshold_and_set_mask_rebuilds():
     assert layers["fc3"].sparse is None
     fc3 = net.slices["fc3.weight"]
     assert any(start <= fc3.start and fc3.stop <= stop for start, stop in net.sparse_update.spans)
+    assert not layers["fc1"].sparse.blas_evaluation
+    between = (sparse.EVALUATION_DENSITY_THRESHOLD + sparse.DENSITY_THRESHOLD) / 2
+    net.set_mask(bench.random_mask(net, between))
+    assert layers["fc1"].sparse is not None and layers["fc1"].sparse.blas_evaluation
     net.set_mask(bench.random_mask(net, 0.9))
     assert net.sparse_update is None and layers["fc1"].sparse is None
     net.set_sparse("on")
-    assert all(layers[name].sparse is not None for name in ("fc1", "fc2", "fc3"))
+    assert all(layers[name].sparse is not None and not layers[name].sparse.blas_evaluation
+               for name in ("fc1", "fc2", "fc3"))
     with pytest.raises(ValueError, match="sparse mode"):
         net.set_sparse("sometimes")
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "momentum"])
-def test_training_curves_match_dense_mode(mnist, optimizer):
-    """200 iterations of Lenet at density 0.05: the same curve and weights, sparse or not."""
+@pytest.mark.parametrize("optimizer, mode, density", [("adam", "on", 0.05), ("momentum", "on", 0.05),
+                                                      ("adam", "auto", 0.07)])  # auto: BLAS evaluation
+def test_training_curves_match_dense_mode(mnist, optimizer, mode, density):
+    """200 iterations of sparse Lenet: the same curve and weights as the dense masked path."""
     hp = hparams.Hyperparameters(iterations=200, eval_every=100, optimizer=optimizer,
                                  lr=1.2e-3 if optimizer == "adam" else 0.05)
     runs = {}
-    for mode in ("off", "on"):
-        net = nets.build("lenet", seed=2, sparse=mode)
-        net.set_mask(bench.random_mask(net, 0.05, seed=4))
-        runs[mode] = train.Trainer(net, mnist, hp, seed=2).run()
-    dense, sparse_run = runs["off"], runs["on"]
+    for run_mode in ("off", mode):
+        net = nets.build("lenet", seed=2, sparse=run_mode)
+        net.set_mask(bench.random_mask(net, density, seed=4))
+        runs[run_mode] = train.Trainer(net, mnist, hp, seed=2).run()
+    dense, sparse_run = runs["off"], runs[mode]
+    assert dict(sparse_run.net.layers)["fc1"].sparse is not None
     np.testing.assert_allclose(sparse_run.curve.val_loss, dense.curve.val_loss, rtol=1e-3)
     np.testing.assert_allclose(sparse_run.curve.test_accuracy, dense.curve.test_accuracy, atol=2e-3)
     assert dense.curve.val_loss[-1] < dense.curve.val_loss[0] - 0.25  # it did learn

@@ -4,9 +4,9 @@ Frankle & Carbin (2019) end on a limitation: a winning ticket is sparse, but it 
 trained as a dense W times a mask m, so a ticket at Pm = 5% costs as much to train as
 the dense network. Within an IMP round m does not change, so the positions of the
 kept weights can be indexed once and every step can walk only them. These kernels
-read and write W, its gradient and the optimizer state *in place in the network's
-flat buffers*, at kept positions only: nothing is copied and ``net.params`` stays
-exact. The readable layer that uses them is ``minilottery/sparse.py``.
+read and write W and its gradient *in place in the network's flat buffers*, at kept
+positions only: W is never copied and ``net.params`` stays exact. The readable
+layer that uses them is ``minilottery/sparse.py``.
 
 Layout. The batch is the vector dimension: activations are transposed into tiles of
 ``TILE`` samples, ``xt[tile, i, t] = x[tile * TILE + t, i]`` (zero past the last
