@@ -10,11 +10,21 @@ Winograd's F(4x4, 3x3) (kernels/winograd.py), which needs 4x fewer multiplicatio
 than the direct sum and is exact up to rounding; strided and 1x1 convolutions (the
 Resnet's downsampling) and maps smaller than 4x4 go through im2col and one matrix
 product per image (kernels/conv.py). Both agree with the direct loop ``kernels.conv.conv2d_direct``.
+Winograd works through the batch in chunks of a few images, one chunk per core at a
+time (``_run_chunks``): each thread transforms its chunk, multiplies it with a
+single-threaded OpenBLAS and transforms it back, so the two cores share the whole
+layer instead of meeting at a barrier after every kernel and every small product.
 
 Weights are Gaussian Glorot, as everywhere in the paper, with fan_in = C*kh*kw and
 fan_out = K*kh*kw; biases start at 0. Batch norm (Ioffe & Szegedy 2015) is used by
 Resnet-18 and VGG-19; its γ and β are never pruned.
 """
+import contextlib
+import ctypes
+import glob
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from .kernels import conv as kernels
@@ -25,6 +35,72 @@ from .layers import Layer, ReLU, glorot_normal
 # V and products M (36 x channels x tiles) stay in cache between the transforms and
 # the matrix products; this is the byte size of one such chunk.
 CHUNK_BYTES = 1 << 21
+
+# Chunks go to this many threads at once (one per core), each running a whole chunk
+# (transforms and products) on its own; see _run_chunks.
+WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+_pool = None  # ThreadPoolExecutor for the WORKERS - 1 helpers, made on first use
+
+
+def _find_openblas_threads_setter():
+    """openblas_set_num_threads_local of NumPy's bundled OpenBLAS (sets the thread count,
+    returns the previous one), or None if NumPy links another BLAS."""
+    numpy_libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+    for path in glob.glob(os.path.join(numpy_libs, "libscipy_openblas*.so*")):
+        try:
+            setter = ctypes.CDLL(path).openblas_set_num_threads_local  # the library NumPy already loaded
+        except (OSError, AttributeError):
+            continue
+        setter.argtypes, setter.restype = [ctypes.c_int], ctypes.c_int
+        return setter
+    return None
+
+
+_set_blas_threads = _find_openblas_threads_setter()
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """OpenBLAS on one thread inside the block: each chunk worker already has a core, and
+    two threads calling a multi-threaded OpenBLAS at once would queue for its thread pool."""
+    if _set_blas_threads is None:
+        yield
+        return
+    previous = _set_blas_threads(1)
+    try:
+        yield
+    finally:
+        _set_blas_threads(previous)
+
+
+def _run_chunks(n_images, chunk, work):
+    """Call ``work(worker, images)`` for consecutive slices of ``chunk`` images covering the
+    batch, on up to WORKERS threads; ``worker`` (0, 1, ...) names the thread's own scratch.
+
+    The kernels and matrix products a chunk runs release the GIL, so the threads run
+    in parallel. Chunks are handed out one at a time, so a thread slowed by another
+    process simply does fewer of them.
+    """
+    global _pool
+    slices = iter([slice(start, min(start + chunk, n_images)) for start in range(0, n_images, chunk)])
+    workers = min(WORKERS, -(-n_images // chunk))
+
+    def drain(worker):
+        for images in slices:  # a shared iterator: each next() hands out one chunk
+            work(worker, images)
+
+    if workers == 1:
+        drain(0)
+        return
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=WORKERS - 1, thread_name_prefix="winograd")
+    with single_threaded_blas():
+        helpers = [_pool.submit(drain, worker) for worker in range(1, workers)]
+        try:
+            drain(0)
+        finally:
+            for helper in helpers:
+                helper.result()  # waits, and re-raises a helper's exception
 
 
 class Conv2d(Layer):
@@ -82,48 +158,60 @@ class Conv2d(Layer):
     # --------------------------------------------------------------- Winograd F(4x4, 3x3)
 
     def _chunks(self, x):
-        """(tiles_h, tiles_w, images per chunk) for input x."""
+        """(tiles_h, tiles_w, images per chunk) for input x: chunks of about CHUNK_BYTES,
+        and at least one per worker when the batch allows."""
         tiles_h, tiles_w = winograd.tile_grid(*x.shape[2:])
         per_image = 36 * max(self.in_channels, self.out_channels) * tiles_h * tiles_w * x.itemsize
-        return tiles_h, tiles_w, max(1, CHUNK_BYTES // per_image)
+        return tiles_h, tiles_w, max(1, min(CHUNK_BYTES // per_image, -(-x.shape[0] // WORKERS)))
 
     def _winograd_forward(self, x, bias):
         n_images, channels, height, width = x.shape
         tiles_h, tiles_w, chunk = self._chunks(x)
-        self.U = self._work("U", (36, self.out_channels, channels), x.dtype)  # G g G^T
-        winograd.filter_transform(self.params["weight"], self.U)
+        self.U = U = self._work("U", (36, self.out_channels, channels), x.dtype)  # G g G^T
+        winograd.filter_transform(self.params["weight"], U)
         y = np.empty((n_images, self.out_channels, height, width), x.dtype)
-        for start in range(0, n_images, chunk):
-            images = slice(start, min(start + chunk, n_images))
-            tiles = (images.stop - start) * tiles_h * tiles_w
-            V = self._work("V", (36, channels, tiles), x.dtype)              # B^T d B per tile
-            M = self._work("M", (36, self.out_channels, tiles), x.dtype)
+
+        def work(worker, images):
+            tiles = (images.stop - images.start) * tiles_h * tiles_w
+            V = self._work(f"V{worker}", (36, channels, tiles), x.dtype)          # B^T d B per tile
+            M = self._work(f"M{worker}", (36, self.out_channels, tiles), x.dtype)
             winograd.input_transform(x[images], V, tiles_h, tiles_w)
-            np.matmul(self.U, V, out=M)                                       # M_ξ = U_ξ V_ξ
-            winograd.output_transform(M, bias, y[images], tiles_h, tiles_w)  # A^T M A + b
+            np.matmul(U, V, out=M)                                                # M_ξ = U_ξ V_ξ
+            winograd.output_transform(M, bias, y[images], tiles_h, tiles_w)      # A^T M A + b
+
+        _run_chunks(n_images, chunk, work)
         return y
 
     def _winograd_backward(self, dy, need_dx):
         x, U = self.x, self.U
         n_images, channels = x.shape[:2]
         tiles_h, tiles_w, chunk = self._chunks(x)
-        dU = self._work("dU", U.shape, x.dtype)
-        dU[...] = 0
-        dU_chunk = self._work("dU_chunk", U.shape, x.dtype)
+        U_T = U.transpose(0, 2, 1)  # (36, C, K)
+        dU_parts = {}  # worker -> its running sum of dU over its chunks (36, K, C)
         bias_partial = np.empty((n_images, self.out_channels), x.dtype)
         dx = np.empty_like(x) if need_dx else None
-        for start in range(0, n_images, chunk):
-            images = slice(start, min(start + chunk, n_images))
-            tiles = (images.stop - start) * tiles_h * tiles_w
-            V = self._work("V", (36, channels, tiles), x.dtype)
-            dM = self._work("M", (36, self.out_channels, tiles), x.dtype)
+
+        def work(worker, images):
+            tiles = (images.stop - images.start) * tiles_h * tiles_w
+            V = self._work(f"V{worker}", (36, channels, tiles), x.dtype)
+            dM = self._work(f"M{worker}", (36, self.out_channels, tiles), x.dtype)
             winograd.input_transform(x[images], V, tiles_h, tiles_w)  # recomputed: cheaper than keeping V
             winograd.output_transform_adjoint(dy[images], dM, bias_partial[images], tiles_h, tiles_w)
-            np.matmul(dM, V.transpose(0, 2, 1), out=dU_chunk)         # dU_ξ = dM_ξ V_ξ^T
-            dU += dU_chunk
+            if worker in dU_parts:
+                dU_chunk = self._work(f"dU_chunk{worker}", U.shape, x.dtype)
+                np.matmul(dM, V.transpose(0, 2, 1), out=dU_chunk)     # dU_ξ = dM_ξ V_ξ^T
+                dU_parts[worker] += dU_chunk
+            else:  # the worker's first chunk writes its sum directly
+                dU_parts[worker] = np.matmul(dM, V.transpose(0, 2, 1), out=self._work(f"dU{worker}", U.shape, x.dtype))
             if need_dx:
-                np.matmul(U.transpose(0, 2, 1), dM, out=V)            # dV_ξ = U_ξ^T dM_ξ
+                np.matmul(U_T, dM, out=V)                             # dV_ξ = U_ξ^T dM_ξ
                 winograd.input_transform_adjoint(V, dx[images], tiles_h, tiles_w)
+
+        _run_chunks(n_images, chunk, work)
+        parts = list(dU_parts.values())
+        dU = parts[0]
+        for part in parts[1:]:
+            dU += part
         winograd.filter_transform_adjoint(dU, self.grads["weight"])  # dg = G^T dU G
         return dx, bias_partial.sum(axis=0)
 

@@ -30,10 +30,18 @@ The Numba kernels spell each matrix product out as the sums it reduces to (most
 entries of B, G and A are 0 or ±1); their NumPy twins use the matrices themselves,
 so the twin tests also check the spelled-out coefficients.
 """
+import numba
 import numpy as np
 from numba import prange
 
-from . import jit, jit_parallel
+from . import FASTMATH, jit, jit_parallel
+
+# The activation transforms below run on one thread each and without the GIL: conv.py
+# hands chunks of images to two threads, each doing its chunk's input transform, its
+# single-threaded matrix products and its output transform in a row. That keeps both
+# cores busy on the small products (64 x 64 x 192 for Conv-2), where OpenBLAS's own two
+# threads gain little, and keeps a chunk's V and M in its core's cache.
+jit_nogil = numba.njit(cache=True, fastmath=FASTMATH, error_model="numpy", nogil=True)
 
 TILE, ALPHA = 4, 6  # output tile m = 4; input tile alpha = m + r - 1 = 6 for a 3x3 filter r = 3
 
@@ -178,19 +186,19 @@ def filter_transform_adjoint(dU, dg):
 
 
 # ----------------------------------------------------------------------------- activations (Numba)
-# Each kernel works on one (image, channel) plane at a time, in parallel over planes.
+# Each kernel works on one (image, channel) plane at a time, on the calling thread.
 # A 6x6 tile transform is two passes of 1-D transforms, one along rows and one down
 # columns, each over a whole row of tiles so that the inner loop runs over tiles.
 # A plane's 36 x P transformed values (P = TH * TW tiles) live in a small local
 # block that is copied to or from V or M in 36 contiguous runs: writing the 36
 # positions of each tile straight into V costs 3-4x more.
 
-@jit_parallel
+@jit_nogil
 def input_transform(x, V, tiles_h, tiles_w):
     """V[6i + j, c, t] = (B^T d B)[i, j] for the 6x6 input tile d of tile t, channel c."""
     n_images, channels, height, width = x.shape
     tiles = tiles_h * tiles_w
-    for plane in prange(n_images * channels):
+    for plane in range(n_images * channels):
         n, c = plane // channels, plane % channels
         padded = np.zeros((4 * tiles_h + 2, 4 * tiles_w + 2), x.dtype)  # the "same" padding of 1
         padded[1:height + 1, 1:width + 1] = x[n, c]
@@ -227,12 +235,12 @@ def input_transform_numpy(x, V, tiles_h, tiles_w):
     V[...] = v.reshape(ALPHA * ALPHA, channels, -1)
 
 
-@jit_parallel
+@jit_nogil
 def output_transform(M, bias, y, tiles_h, tiles_w):
     """y[n, k] = A^T M A + b[k], each tile's 4x4 block, cut at the image border."""
     n_images, out_channels, height, width = y.shape
     tiles = tiles_h * tiles_w
-    for plane in prange(n_images * out_channels):
+    for plane in range(n_images * out_channels):
         n, k = plane // out_channels, plane % out_channels
         block = np.empty((36, tiles), y.dtype)
         for xi in range(36):
@@ -264,12 +272,12 @@ def output_transform_numpy(M, bias, y, tiles_h, tiles_w):
     y[...] = full[:, :, :height, :width] + bias[:, None, None]
 
 
-@jit_parallel
+@jit_nogil
 def output_transform_adjoint(dy, dM, bias_partial, tiles_h, tiles_w):
     """dM = A dY A^T per tile (dY is 0 beyond the image); bias_partial[n, k] = sum of dy[n, k]."""
     n_images, out_channels, height, width = dy.shape
     tiles = tiles_h * tiles_w
-    for plane in prange(n_images * out_channels):
+    for plane in range(n_images * out_channels):
         n, k = plane // out_channels, plane % out_channels
         full = np.zeros((4 * tiles_h, 4 * tiles_w), dy.dtype)
         full[:height, :width] = dy[n, k]
@@ -303,12 +311,12 @@ def output_transform_adjoint_numpy(dy, dM, bias_partial, tiles_h, tiles_w):
     bias_partial[...] = dy.sum(axis=(2, 3))
 
 
-@jit_parallel
+@jit_nogil
 def input_transform_adjoint(dV, dx, tiles_h, tiles_w):
     """dx = sum over tiles of B dV B^T, placed where each tile read x (tiles overlap by 2)."""
     n_images, channels, height, width = dx.shape
     tiles = tiles_h * tiles_w
-    for plane in prange(n_images * channels):
+    for plane in range(n_images * channels):
         n, c = plane // channels, plane % channels
         block = np.empty((36, tiles), dx.dtype)
         for xi in range(36):
