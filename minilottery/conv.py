@@ -42,6 +42,16 @@ WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 
 _pool = None  # ThreadPoolExecutor for the WORKERS - 1 helpers, made on first use
 
 
+def _forget_pool():
+    """A forked child has the pool object but not its threads: make it start its own."""
+    global _pool
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _find_openblas_threads_setter():
     """openblas_set_num_threads_local of NumPy's bundled OpenBLAS (sets the thread count,
     returns the previous one), or None if NumPy links another BLAS."""
