@@ -31,16 +31,16 @@ from .layers import Dense
 MODES = ("auto", "on", "off")
 
 # A Dense layer is trained sparse under "auto" when its density (kept / all weights) is
-# below DENSITY_THRESHOLD. Measured on Lenet, all layers at one density, CPU time with
-# one BLAS thread, OpenBLAS's AVX-512 kernels (docs/performance-sparse.md): sparse and
-# dense training steps break even at a density of 0.16, evaluation batches of 1,000
-# at 0.13. Our kernels use one thread; on two idle cores OpenBLAS's two threads make
-# the dense path 1.5x faster for training and 1.95x for evaluation (measured), which
-# moves the break-even to 0.1 for training and 0.04 for evaluation. So between the
-# two thresholds a sparse layer trains sparse but evaluates through BLAS on its
-# masked W (exactly 0 at pruned entries: the same numbers).
-DENSITY_THRESHOLD = 0.1
-EVALUATION_DENSITY_THRESHOLD = 0.04
+# below DENSITY_THRESHOLD; evaluation batches (train=False, more than one tile) use the
+# sparse kernel only below EVALUATION_DENSITY_THRESHOLD and otherwise BLAS on the
+# masked W (exactly 0 at pruned entries: the same numbers). Measured on Lenet, every
+# layer at one density (docs/performance-sparse.md): our kernels, on one thread, train
+# at 186K samples/s at density 0.1 and 127K at 0.15, and evaluate at 870K at 0.05 and
+# 590K at 0.07; the dense path on two idle cores with OpenBLAS's AVX-512 kernels (the
+# default on AVX-512 CPUs) trains at 148K and evaluates at 648K. The break-even points,
+# 0.13 and 0.065, less a margin for noise:
+DENSITY_THRESHOLD = 0.12
+EVALUATION_DENSITY_THRESHOLD = 0.06
 
 # The optimizer walks a sparse layer's kept positions only below this density; above
 # it, the layer's slice is updated as one masked dense span. Walking kept positions
