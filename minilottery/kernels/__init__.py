@@ -19,6 +19,8 @@ import numba  # noqa: E402  (after the environment variable above)
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 jit = numba.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 jit_parallel = numba.njit(cache=True, fastmath=FASTMATH, parallel=True, error_model="numpy")
+# Per-element helpers shared by kernels, inlined into each caller so its loop still vectorises.
+jit_inline = numba.njit(cache=True, fastmath=FASTMATH, error_model="numpy", inline="always")
 
 # Values smaller than this are flushed to exactly 0 in optimizer state. Adam's
 # moment estimates of a weight that stops getting gradient decay geometrically

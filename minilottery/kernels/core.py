@@ -8,7 +8,7 @@ temporaries). Each kernel works in place and has a NumPy twin ``<name>_numpy``.
 import numpy as np
 from numba import prange
 
-from . import FLUSH_BELOW, jit, jit_parallel
+from . import FLUSH_BELOW, jit, jit_inline, jit_parallel
 
 
 # ----------------------------------------------------------------------------- bias, ReLU
@@ -116,6 +116,27 @@ def softmax_cross_entropy_numpy(logits, labels, dlogits):
 
 # ----------------------------------------------------------------------------- optimizers
 
+@jit_inline
+def adam_element(w, g, m, v, step_size, beta1, beta2, eps, weight_decay, bias2_root):
+    """Adam's update of one weight: returns the new (w, m, v). The equations are in
+    ``adam_update``; moments below FLUSH_BELOW become 0 so they never turn denormal."""
+    grad = g + weight_decay * w
+    m = beta1 * m + (1.0 - beta1) * grad
+    v = beta2 * v + (1.0 - beta2) * grad * grad
+    m = m if abs(m) >= FLUSH_BELOW else 0.0
+    v = v if v >= FLUSH_BELOW else 0.0
+    return w - step_size * m / (np.sqrt(v) / bias2_root + eps), m, v
+
+
+@jit_inline
+def momentum_element(w, g, buf, lr, momentum, weight_decay, nesterov):
+    """Heavy-ball (or Nesterov) momentum's update of one weight: returns the new (w, buf)."""
+    grad = g + weight_decay * w
+    buf = momentum * buf + grad
+    buf = buf if abs(buf) >= FLUSH_BELOW else 0.0
+    step = grad + momentum * buf if nesterov else buf
+    return w - lr * step, buf
+
 @jit_parallel
 def adam_update(w, g, m, v, mask, step_size, beta1, beta2, eps, weight_decay, bias2_root):
     """One Adam step (Kingma & Ba, Algorithm 1) on flat arrays, under the mask.
@@ -131,14 +152,11 @@ def adam_update(w, g, m, v, mask, step_size, beta1, beta2, eps, weight_decay, bi
     """
     for i in prange(w.size):
         keep = mask[i]
-        grad = g[i] + weight_decay * w[i]
-        m_i = beta1 * m[i] + (1.0 - beta1) * grad
-        v_i = beta2 * v[i] + (1.0 - beta2) * grad * grad
-        m_i = m_i if abs(m_i) >= FLUSH_BELOW else 0.0
-        v_i = v_i if v_i >= FLUSH_BELOW else 0.0
+        w_i, m_i, v_i = adam_element(w[i], g[i], m[i], v[i], step_size, beta1, beta2, eps,
+                                     weight_decay, bias2_root)
         m[i] = m_i * keep
         v[i] = v_i * keep
-        w[i] = (w[i] - step_size * m_i / (np.sqrt(v_i) / bias2_root + eps)) * keep
+        w[i] = w_i * keep
 
 
 def adam_update_numpy(w, g, m, v, mask, step_size, beta1, beta2, eps, weight_decay, bias2_root):
@@ -161,15 +179,11 @@ def momentum_update(w, g, buf, mask, lr, momentum, weight_decay, nesterov):
 
     With momentum = 0 this is plain SGD.
     """
-    look_ahead = momentum if nesterov else 0.0
     for i in prange(w.size):
         keep = mask[i]
-        grad = g[i] + weight_decay * w[i]
-        b = momentum * buf[i] + grad
-        b = b if abs(b) >= FLUSH_BELOW else 0.0
+        w_i, b = momentum_element(w[i], g[i], buf[i], lr, momentum, weight_decay, nesterov)
         buf[i] = b * keep
-        step = look_ahead * b + (grad if nesterov else b)
-        w[i] = (w[i] - lr * step) * keep
+        w[i] = w_i * keep
 
 
 def momentum_update_numpy(w, g, buf, mask, lr, momentum, weight_decay, nesterov):

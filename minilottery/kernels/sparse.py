@@ -31,7 +31,8 @@ lists the pairs.
 import numpy as np
 from numba import prange
 
-from . import FLUSH_BELOW, jit, jit_parallel
+from . import jit, jit_parallel
+from .core import adam_element, momentum_element
 
 TILE = 64  # samples per tile: four AVX-512 (eight AVX2) registers of float32
 
@@ -188,14 +189,11 @@ def adam_update_kept(w, g, m, v, mask, spans, kept, m_kept, v_kept, step_size, b
     for s in range(spans.shape[0]):
         for i in prange(spans[s, 0], spans[s, 1]):
             keep = mask[i]
-            grad = g[i] + weight_decay * w[i]
-            m_i = beta1 * m[i] + (1.0 - beta1) * grad
-            v_i = beta2 * v[i] + (1.0 - beta2) * grad * grad
-            m_i = m_i if abs(m_i) >= FLUSH_BELOW else 0.0
-            v_i = v_i if v_i >= FLUSH_BELOW else 0.0
+            w_i, m_i, v_i = adam_element(w[i], g[i], m[i], v[i], step_size, beta1, beta2, eps,
+                                         weight_decay, bias2_root)
             m[i] = m_i * keep
             v[i] = v_i * keep
-            w[i] = (w[i] - step_size * m_i / (np.sqrt(v_i) / bias2_root + eps)) * keep
+            w[i] = w_i * keep
     # Gather, update, scatter: the update of contiguous arrays vectorises (a loop that
     # reads w[kept[q]] does not, and its scalar sqrt and division cost 1.35x the whole).
     weights, grads = np.empty(kept.size, w.dtype), np.empty(kept.size, w.dtype)   # (|K|,)
@@ -203,14 +201,8 @@ def adam_update_kept(w, g, m, v, mask, spans, kept, m_kept, v_kept, step_size, b
         weights[q] = w[kept[q]]
         grads[q] = g[kept[q]]
     for q in prange(kept.size):
-        grad = grads[q] + weight_decay * weights[q]
-        m_i = beta1 * m_kept[q] + (1.0 - beta1) * grad
-        v_i = beta2 * v_kept[q] + (1.0 - beta2) * grad * grad
-        m_i = m_i if abs(m_i) >= FLUSH_BELOW else 0.0
-        v_i = v_i if v_i >= FLUSH_BELOW else 0.0
-        m_kept[q] = m_i
-        v_kept[q] = v_i
-        weights[q] = weights[q] - step_size * m_i / (np.sqrt(v_i) / bias2_root + eps)
+        weights[q], m_kept[q], v_kept[q] = adam_element(weights[q], grads[q], m_kept[q], v_kept[q], step_size,
+                                                        beta1, beta2, eps, weight_decay, bias2_root)
     for q in prange(kept.size):
         w[kept[q]] = weights[q]
 
@@ -232,24 +224,15 @@ def adam_update_kept_numpy(w, g, m, v, mask, spans, kept, m_kept, v_kept, step_s
 def momentum_update_kept(w, g, buf, mask, spans, kept, buf_kept, lr, momentum, weight_decay, nesterov):
     """``core.momentum_update`` on the dense spans under the mask, then at the kept
     positions, whose momentum buffer is the compact buf_kept (|K|,)."""
-    look_ahead = momentum if nesterov else 0.0
     for s in range(spans.shape[0]):
         for i in prange(spans[s, 0], spans[s, 1]):
             keep = mask[i]
-            grad = g[i] + weight_decay * w[i]
-            b = momentum * buf[i] + grad
-            b = b if abs(b) >= FLUSH_BELOW else 0.0
+            w_i, b = momentum_element(w[i], g[i], buf[i], lr, momentum, weight_decay, nesterov)
             buf[i] = b * keep
-            step = look_ahead * b + (grad if nesterov else b)
-            w[i] = (w[i] - lr * step) * keep
+            w[i] = w_i * keep
     for q in prange(kept.size):
         i = kept[q]
-        grad = g[i] + weight_decay * w[i]
-        b = momentum * buf_kept[q] + grad
-        b = b if abs(b) >= FLUSH_BELOW else 0.0
-        buf_kept[q] = b
-        step = look_ahead * b + (grad if nesterov else b)
-        w[i] = w[i] - lr * step
+        w[i], buf_kept[q] = momentum_element(w[i], g[i], buf_kept[q], lr, momentum, weight_decay, nesterov)
 
 
 def momentum_update_kept_numpy(w, g, buf, mask, spans, kept, buf_kept, lr, momentum, weight_decay, nesterov):
