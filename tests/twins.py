@@ -1,0 +1,20 @@
+"""The shared check that a Numba kernel and its NumPy twin agree (STYLE.md, point 4)."""
+import numpy as np
+
+
+def assert_twins_agree(fast, reference, make_arguments, tolerance, run=None):
+    """Run both on copies of the same arguments; every array must end equal within
+    ``tolerance`` and return values must match. ``make_arguments()`` builds fresh
+    arguments (deterministically); ``run(kernel, *args)`` calls the fast kernel."""
+    args_fast = make_arguments()
+    args_reference = [a.copy() if isinstance(a, np.ndarray) else a for a in args_fast]
+    out_fast = run(fast, *args_fast) if run else fast(*args_fast)
+    out_reference = reference(*args_reference)
+    if out_reference is not None:
+        np.testing.assert_allclose(out_fast, out_reference, rtol=tolerance)
+    changed = 0
+    for a, b, before in zip(args_fast, args_reference, make_arguments()):
+        if isinstance(a, np.ndarray):
+            np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance)
+            changed += not np.array_equal(a, before)
+    assert changed or out_reference is not None, "the kernel had no visible effect"
