@@ -11,7 +11,7 @@ than the direct sum and is exact up to rounding; strided and 1x1 convolutions (t
 Resnet's downsampling) and maps smaller than 4x4 go through im2col and one matrix
 product per image (kernels/conv.py). Both agree with the direct loop ``kernels.conv.conv2d_direct``.
 Winograd works through the batch in chunks of a few images, one chunk per core at a
-time (``_run_chunks``): each thread transforms its chunk, multiplies it with a
+time (``threads.run_chunks``): each thread transforms its chunk, multiplies it with a
 single-threaded OpenBLAS and transforms it back, so the two cores share the whole
 layer instead of meeting at a barrier after every kernel and every small product.
 
@@ -19,98 +19,18 @@ Weights are Gaussian Glorot, as everywhere in the paper, with fan_in = C*kh*kw a
 fan_out = K*kh*kw; biases start at 0. Batch norm (Ioffe & Szegedy 2015) is used by
 Resnet-18 and VGG-19; its γ and β are never pruned.
 """
-import contextlib
-import ctypes
-import glob
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
 from .kernels import conv as kernels
 from .kernels import winograd
 from .layers import Layer, ReLU, glorot_normal
+from . import threads
+from .threads import WORKERS, run_chunks
 
 # Winograd runs over the batch a few images at a time so that the transformed tiles
 # V and products M (36 x channels x tiles) stay in cache between the transforms and
 # the matrix products; this is the byte size of one such chunk.
 CHUNK_BYTES = 1 << 21
-
-# Chunks go to this many threads at once (one per core), each running a whole chunk
-# (transforms and products) on its own; see _run_chunks.
-WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-_pool = None  # ThreadPoolExecutor for the WORKERS - 1 helpers, made on first use
-
-
-def _forget_pool():
-    """A forked child has the pool object but not its threads: make it start its own."""
-    global _pool
-    _pool = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
-
-
-def _find_openblas_threads_setter():
-    """openblas_set_num_threads_local of NumPy's bundled OpenBLAS (sets the thread count,
-    returns the previous one), or None if NumPy links another BLAS."""
-    numpy_libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
-    for path in glob.glob(os.path.join(numpy_libs, "libscipy_openblas*.so*")):
-        try:
-            setter = ctypes.CDLL(path).openblas_set_num_threads_local  # the library NumPy already loaded
-        except (OSError, AttributeError):
-            continue
-        setter.argtypes, setter.restype = [ctypes.c_int], ctypes.c_int
-        return setter
-    return None
-
-
-_set_blas_threads = _find_openblas_threads_setter()
-
-
-@contextlib.contextmanager
-def single_threaded_blas():
-    """OpenBLAS on one thread inside the block: each chunk worker already has a core, and
-    two threads calling a multi-threaded OpenBLAS at once would queue for its thread pool."""
-    if _set_blas_threads is None:
-        yield
-        return
-    previous = _set_blas_threads(1)
-    try:
-        yield
-    finally:
-        _set_blas_threads(previous)
-
-
-def _run_chunks(n_images, chunk, work):
-    """Call ``work(worker, images)`` for consecutive slices of ``chunk`` images covering the
-    batch, on up to WORKERS threads; ``worker`` (0, 1, ...) names the thread's own scratch.
-
-    The kernels and matrix products a chunk runs release the GIL, so the threads run
-    in parallel. Chunks are handed out one at a time, so a thread slowed by another
-    process simply does fewer of them.
-    """
-    global _pool
-    slices = iter([slice(start, min(start + chunk, n_images)) for start in range(0, n_images, chunk)])
-    workers = min(WORKERS, -(-n_images // chunk))
-
-    def drain(worker):
-        for images in slices:  # a shared iterator: each next() hands out one chunk
-            work(worker, images)
-
-    if workers == 1:
-        drain(0)
-        return
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=WORKERS - 1, thread_name_prefix="winograd")
-    with single_threaded_blas():
-        helpers = [_pool.submit(drain, worker) for worker in range(1, workers)]
-        try:
-            drain(0)
-        finally:
-            for helper in helpers:
-                helper.result()  # waits, and re-raises a helper's exception
 
 
 class Conv2d(Layer):
@@ -189,7 +109,7 @@ class Conv2d(Layer):
             np.matmul(U, V, out=M)                                                # M_ξ = U_ξ V_ξ
             winograd.output_transform(M, bias, y[images], tiles_h, tiles_w)      # A^T M A + b
 
-        _run_chunks(n_images, chunk, work)
+        run_chunks(n_images, chunk, work)
         return y
 
     def _winograd_backward(self, dy, need_dx):
@@ -217,7 +137,7 @@ class Conv2d(Layer):
                 np.matmul(U_T, dM, out=V)                             # dV_ξ = U_ξ^T dM_ξ
                 winograd.input_transform_adjoint(V, dx[images], tiles_h, tiles_w)
 
-        _run_chunks(n_images, chunk, work)
+        run_chunks(n_images, chunk, work)
         parts = list(dU_parts.values())
         dU = parts[0]
         for part in parts[1:]:
@@ -234,7 +154,7 @@ class Conv2d(Layer):
         self.cols = self._work("cols", (n_images, channels * k * k, out_h * out_w), x.dtype)
         kernels.im2col(x, self.cols, k, k, s, p)
         weight = self.params["weight"].reshape(self.out_channels, -1)  # (K, C*k*k)
-        y = np.matmul(weight, self.cols)                                # (N, K, Ho*Wo)
+        y = threads.matmul_each(weight, self.cols)                      # (N, K, Ho*Wo)
         y += bias[:, None]
         return y.reshape(n_images, self.out_channels, out_h, out_w)
 
@@ -245,7 +165,7 @@ class Conv2d(Layer):
         self.grads["weight"].reshape(self.out_channels, -1)[...] = np.tensordot(dy, self.cols, axes=([0, 2], [0, 2]))
         dx = None
         if need_dx:
-            dcols = np.matmul(self.params["weight"].reshape(self.out_channels, -1).T, dy)  # (N, C*k*k, Ho*Wo)
+            dcols = threads.matmul_each(self.params["weight"].reshape(self.out_channels, -1).T, dy)  # (N, C*k*k, Ho*Wo)
             dx = np.empty_like(self.x)
             kernels.col2im(dcols, dx, k, k, s, p)
         return dx, dy.sum(axis=(0, 2))

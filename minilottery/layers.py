@@ -14,6 +14,7 @@ biases zero.
 """
 import numpy as np
 
+from . import threads
 from .kernels import core
 
 
@@ -55,7 +56,7 @@ class Dense(Layer):
         if self.sparse is not None:
             return self.sparse.forward(x, train)
         self.x = x                                  # (N, in)
-        y = x @ self.params["weight"]               # (N, out)
+        y = threads.matmul(x, self.params["weight"])  # (N, out)
         core.add_bias(y, self.params["bias"])
         return y
 
@@ -63,9 +64,9 @@ class Dense(Layer):
         if self.sparse is not None:
             return self.sparse.backward(dy, need_dx)
         # dW = x^T dy,  db = sum_n dy,  dx = dy W^T (skipped for the network's first layer)
-        np.matmul(self.x.T, dy, out=self.grads["weight"])
+        threads.matmul(self.x.T, dy, out=self.grads["weight"])
         core.bias_grad(dy, self.grads["bias"])
-        return dy @ self.params["weight"].T if need_dx else None
+        return threads.matmul(dy, self.params["weight"].T) if need_dx else None
 
 
 class ReLU(Layer):

@@ -16,8 +16,11 @@ sparse enough mask train at their kept weights only: ``params`` stay exact, and
 
 Lenet (LeCun et al. 1998, the paper's "Lenet-300-100"): 784-300-100-10, ReLU.
 """
+import contextlib
+
 import numpy as np
 
+from . import threads
 from .layers import Dense, Dropout, Flatten, ReLU
 
 MNIST_SHAPE = (1, 28, 28)
@@ -74,6 +77,7 @@ class Network:
                         for key, value in leaf.buffers.items()}
         with_params = [i for i, (_, layer) in enumerate(self.layers) if self._has_params(layer)]
         self.first_trainable = with_params[0] if with_params else len(self.layers)
+        self.pool_threads = any(getattr(leaf, "winograd", False) for _, leaf in self.leaves)
 
     @staticmethod
     def _has_params(layer):
@@ -106,9 +110,15 @@ class Network:
         self.sparse = mode
         self.sparse_update = sparse.compress(self, mode)
 
+    def cores(self):
+        """The threading a pass runs under: a network with Winograd convolutions spreads
+        its work over minilottery's own pool, Lenet over OpenBLAS's threads (threads.py)."""
+        return threads.pool_owns_cores() if self.pool_threads else contextlib.nullcontext()
+
     def forward(self, x, train=False):
-        for _, layer in self.layers:
-            x = layer.forward(x, train)
+        with self.cores():
+            for _, layer in self.layers:
+                x = layer.forward(x, train)
         return x  # logits (N, classes)
 
     def backward(self, dlogits, input_grad=False):
@@ -118,10 +128,11 @@ class Network:
         for: it is the largest product of Lenet's backward pass and nothing uses it.
         """
         dy = dlogits
-        for index in range(len(self.layers) - 1, -1, -1):
-            if index < self.first_trainable and not input_grad:
-                return None
-            dy = self.layers[index][1].backward(dy, need_dx=input_grad or index > self.first_trainable)
+        with self.cores():
+            for index in range(len(self.layers) - 1, -1, -1):
+                if index < self.first_trainable and not input_grad:
+                    return None
+                dy = self.layers[index][1].backward(dy, need_dx=input_grad or index > self.first_trainable)
         return dy
 
     def state(self):

@@ -1,0 +1,138 @@
+"""Who uses the cores: OpenBLAS's own threads, or minilottery's pool of one thread per core.
+
+Lenet's three matrix products per pass are large and regular, and OpenBLAS splits
+each of them over the cores well; nothing else runs beside them. A network with
+Winograd convolutions (conv.py) is different: most of its time goes to Numba
+transforms and many small products, which a pool of one Python thread per core runs
+chunk by chunk (``run_chunks``), each thread calling a single-threaded OpenBLAS.
+
+The two must not meet. After every multi-threaded call OpenBLAS keeps its helper
+thread spinning for up to 2^28 cycles (about 0.1 s) waiting for the next one, so a
+fully connected layer's product left a helper spinning through the whole next
+convolution and took a core from the pool: Conv-2 steps ran at 107 ms instead of 71.
+So a network with Winograd convolutions runs its passes inside ``pool_owns_cores()``:
+OpenBLAS stays on one thread (its helper sleeps for good), and ``matmul`` splits the
+rows of a fully connected layer's products over the pool instead.
+"""
+import contextlib
+import ctypes
+import glob
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+# One worker per core this process may run on.
+WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+_pool = None  # ThreadPoolExecutor for the WORKERS - 1 helpers, made on first use
+_pool_owns_cores = False  # inside pool_owns_cores(): matmul splits over the pool
+
+
+def _forget_pool():
+    """A forked child has the pool object but not its threads: make it start its own."""
+    global _pool
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _find_openblas_threads_setter():
+    """openblas_set_num_threads_local of NumPy's bundled OpenBLAS (sets the thread count,
+    returns the previous one), or None if NumPy links another BLAS."""
+    numpy_libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+    for path in glob.glob(os.path.join(numpy_libs, "libscipy_openblas*.so*")):
+        try:
+            setter = ctypes.CDLL(path).openblas_set_num_threads_local  # the library NumPy already loaded
+        except (OSError, AttributeError):
+            continue
+        setter.argtypes, setter.restype = [ctypes.c_int], ctypes.c_int
+        return setter
+    return None
+
+
+_set_blas_threads = _find_openblas_threads_setter()
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """OpenBLAS on one thread inside the block: each pool worker already has a core, and
+    two threads calling a multi-threaded OpenBLAS at once would queue for its thread pool."""
+    if _set_blas_threads is None:
+        yield
+        return
+    previous = _set_blas_threads(1)
+    try:
+        yield
+    finally:
+        _set_blas_threads(previous)
+
+
+@contextlib.contextmanager
+def pool_owns_cores():
+    """The pool, not OpenBLAS, spreads work over the cores inside the block (see the top)."""
+    global _pool_owns_cores
+    outer = _pool_owns_cores
+    _pool_owns_cores = True
+    try:
+        with single_threaded_blas():
+            yield
+    finally:
+        _pool_owns_cores = outer
+
+
+def run_chunks(n_items, chunk, work):
+    """Call ``work(worker, items)`` for consecutive slices of ``chunk`` items covering
+    ``n_items``, on up to WORKERS threads; ``worker`` (0, 1, ...) names the thread's own scratch.
+
+    The kernels and matrix products a chunk runs release the GIL, so the threads run
+    in parallel. Chunks are handed out one at a time, so a thread slowed by another
+    process simply does fewer of them.
+    """
+    global _pool
+    slices = iter([slice(start, min(start + chunk, n_items)) for start in range(0, n_items, chunk)])
+    workers = min(WORKERS, -(-n_items // chunk))
+
+    def drain(worker):
+        for items in slices:  # a shared iterator: each next() hands out one chunk
+            work(worker, items)
+
+    if workers == 1:
+        drain(0)
+        return
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=WORKERS - 1, thread_name_prefix="minilottery")
+    with single_threaded_blas():
+        helpers = [_pool.submit(drain, worker) for worker in range(1, workers)]
+        try:
+            drain(0)
+        finally:
+            for helper in helpers:
+                helper.result()  # waits, and re-raises a helper's exception
+
+
+# A product smaller than this many multiply-adds runs on the calling thread: handing
+# rows to the pool costs tens of microseconds.
+SPLIT_MACS = 1 << 21
+
+
+def matmul(a, b, out=None):
+    """a @ b (2-D), written to ``out`` if given. Inside pool_owns_cores() a large product
+    is split by rows of a over the pool; elsewhere OpenBLAS threads it as it likes."""
+    if out is None:
+        out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
+    rows = a.shape[0]
+    if not _pool_owns_cores or WORKERS == 1 or rows < 2 * WORKERS or a.size * b.shape[1] < SPLIT_MACS:
+        return np.matmul(a, b, out=out)
+    run_chunks(rows, -(-rows // WORKERS), lambda worker, part: np.matmul(a[part], b, out=out[part]))
+    return out
+
+
+def matmul_each(a, b):
+    """a @ b[n] for every n of b (N, k, m), split over the pool by n inside pool_owns_cores()."""
+    out = np.empty((b.shape[0], a.shape[0], b.shape[2]), np.result_type(a, b))
+    if not _pool_owns_cores or WORKERS == 1 or b.shape[0] < 2:
+        return np.matmul(a, b, out=out)
+    run_chunks(b.shape[0], -(-b.shape[0] // WORKERS), lambda worker, part: np.matmul(a, b[part], out=out[part]))
+    return out

@@ -1,0 +1,57 @@
+"""threads.py: products split over minilottery's pool must equal NumPy's, and really split."""
+import numpy as np
+import pytest
+
+from minilottery import nets, threads
+
+
+@pytest.fixture
+def always_split(monkeypatch):
+    """Two workers and no size floor, so that every product inside pool_owns_cores() splits."""
+    monkeypatch.setattr(threads, "WORKERS", 2)
+    monkeypatch.setattr(threads, "SPLIT_MACS", 0)
+    chunks = []
+    run_chunks = threads.run_chunks
+
+    def counting(n_items, chunk, work):
+        chunks.append((n_items, chunk))
+        run_chunks(n_items, chunk, work)
+
+    monkeypatch.setattr(threads, "run_chunks", counting)
+    return chunks
+
+
+def test_matmul_splits_rows_inside_the_pool(always_split, rng):
+    a, b = rng.standard_normal((9, 5)), rng.standard_normal((5, 4))
+    assert np.array_equal(threads.matmul(a, b), a @ b) and not always_split  # outside: plain NumPy
+    with threads.pool_owns_cores():
+        out = np.full((9, 4), np.nan)
+        threads.matmul(a, b, out=out)
+        transposed = threads.matmul(b.T, a.T)  # a strided view, as Dense's x.T @ dy
+    assert always_split == [(9, 5), (4, 2)]
+    np.testing.assert_allclose(out, a @ b, rtol=1e-12)
+    np.testing.assert_allclose(transposed, b.T @ a.T, rtol=1e-12)
+
+
+def test_matmul_each_splits_images_inside_the_pool(always_split, rng):
+    w, cols = rng.standard_normal((4, 6)), rng.standard_normal((5, 6, 3))
+    with threads.pool_owns_cores():
+        y = threads.matmul_each(w, cols)
+    assert always_split == [(5, 3)]
+    np.testing.assert_allclose(y, np.matmul(w, cols), rtol=1e-12)
+
+
+def test_only_winograd_networks_take_the_cores_from_openblas():
+    assert nets.build("conv2", seed=0).pool_threads and nets.build("resnet18", seed=0).pool_threads
+    assert not nets.build("lenet", seed=0).pool_threads
+
+
+def test_a_failing_chunk_reaches_the_caller(monkeypatch):
+    monkeypatch.setattr(threads, "WORKERS", 2)
+
+    def work(worker, items):
+        if items.start == 3:
+            raise ValueError("chunk 3")
+
+    with pytest.raises(ValueError, match="chunk 3"):
+        threads.run_chunks(4, 1, work)
