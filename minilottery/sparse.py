@@ -24,6 +24,7 @@ then ignores). Only the optimizer keeps a compact copy: its moments at K
 """
 import numpy as np
 
+from . import threads
 from .kernels import core, single_threaded
 from .kernels import sparse as kernels
 from .layers import Dense
@@ -83,7 +84,7 @@ class SparseDense:
         bias = self.layer.params["bias"]
         if self.blas_evaluation and not train and x.shape[0] > kernels.TILE:
             self.x = x                                      # an evaluation batch: BLAS on the masked W
-            y = x @ self.layer.params["weight"]             # (N, out); pruned entries of W are 0
+            y = threads.matmul(x, self.layer.params["weight"])  # (N, out); pruned entries of W are 0
             core.add_bias(y, bias)
             return y
         self.x = None
