@@ -75,9 +75,10 @@ def test_filter_transform_and_its_adjoint():
 # ----------------------------------------------------------------------------- Conv2d against the definition
 
 @pytest.mark.parametrize("shape, kernel, stride, padding", [
-    ((2, 3, 8, 8), 3, 1, 1),    # Winograd, whole tiles
-    ((2, 3, 7, 10), 3, 1, 1),   # Winograd, tiles cut at the border
-    ((2, 3, 3, 2), 3, 1, 1),    # im2col: smaller than one Winograd tile
+    ((2, 4, 8, 8), 3, 1, 1),    # Winograd, whole tiles
+    ((2, 4, 7, 10), 3, 1, 1),   # Winograd, tiles cut at the border
+    ((2, 3, 8, 8), 3, 1, 1),    # im2col: an image's 3 channels (the first layer)
+    ((2, 4, 3, 2), 3, 1, 1),    # im2col: smaller than one Winograd tile
     ((2, 4, 8, 8), 3, 2, 1),    # im2col: Resnet's downsampling conv
     ((2, 4, 8, 8), 1, 2, 0),    # im2col: the projection shortcut
     ((1, 2, 6, 5), 5, 1, 2),    # im2col: a general kernel
@@ -89,7 +90,7 @@ def test_conv2d_equals_direct_loop(shape, kernel, stride, padding, rng):
     x = rng.standard_normal(shape)
     expected = conv_kernels.conv2d_direct(x, layer.params["weight"], layer.params["bias"], stride, padding)
     np.testing.assert_allclose(layer.forward(x), expected, atol=1e-11)
-    assert layer.use_winograd == ((kernel, stride, padding) == (3, 1, 1) and min(shape[2:]) >= 4)
+    assert layer.use_winograd == ((kernel, stride, padding) == (3, 1, 1) and shape[1] >= 4 and min(shape[2:]) >= 4)
 
 
 def test_float32_winograd_is_accurate(rng):
@@ -115,7 +116,7 @@ def test_conv2d_initialisation_is_glorot_in_place(rng):
 # ----------------------------------------------------------------------------- gradient checks (float64)
 
 @pytest.mark.parametrize("shape, kernel, stride, padding", [
-    ((2, 3, 8, 8), 3, 1, 1), ((2, 2, 5, 7), 3, 1, 1), ((2, 2, 3, 3), 3, 1, 1),
+    ((2, 4, 8, 8), 3, 1, 1), ((2, 4, 5, 7), 3, 1, 1), ((2, 3, 8, 8), 3, 1, 1), ((2, 4, 3, 3), 3, 1, 1),
     ((2, 3, 8, 8), 3, 2, 1), ((2, 3, 7, 7), 1, 2, 0)])
 def test_conv2d_gradients(shape, kernel, stride, padding, rng):
     layer = conv.Conv2d(shape[1], 4, kernel, stride, padding, dtype=np.float64)
@@ -127,14 +128,14 @@ def test_conv2d_gradients(shape, kernel, stride, padding, rng):
 def test_conv2d_gradients_accumulate_over_chunks(rng, monkeypatch):
     """With one image per Winograd chunk the gradients must still sum over the batch."""
     monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
-    layer = conv.Conv2d(3, 4, dtype=np.float64)
+    layer = conv.Conv2d(4, 4, dtype=np.float64)
     layer.initialize(rng)
-    assert layer._chunks(np.zeros((3, 3, 8, 8)))[2] == 1
-    gradcheck.check_layer(layer, rng.standard_normal((3, 3, 8, 8)), limit=40)
+    assert layer._chunks(np.zeros((3, 4, 8, 8)))[2] == 1
+    gradcheck.check_layer(layer, rng.standard_normal((3, 4, 8, 8)), limit=40)
 
 
 def test_a_wrong_conv_derivative_fails_the_check(rng, monkeypatch):
-    layer = conv.Conv2d(2, 3, dtype=np.float64)
+    layer = conv.Conv2d(4, 3, dtype=np.float64)
     layer.initialize(rng)
     adjoint = winograd.input_transform_adjoint
 
@@ -144,7 +145,7 @@ def test_a_wrong_conv_derivative_fails_the_check(rng, monkeypatch):
 
     monkeypatch.setattr(winograd, "input_transform_adjoint", slightly_wrong)
     with pytest.raises(AssertionError, match="input"):
-        gradcheck.check_layer(layer, rng.standard_normal((1, 2, 4, 4)), limit=100)
+        gradcheck.check_layer(layer, rng.standard_normal((1, 4, 4, 4)), limit=100)
 
 
 def test_maxpool_gradients(rng):
@@ -216,8 +217,8 @@ def test_conv_layers_run_without_the_jit():
     import subprocess
     import sys
     code = ("import numpy as np; from minilottery import conv; from minilottery.kernels.conv import conv2d_direct;"
-            "rng = np.random.default_rng(0); x = rng.standard_normal((1, 2, 5, 6));"
-            "layers = [conv.Conv2d(2, 3, dtype=np.float64), conv.Conv2d(2, 3, 3, 2, dtype=np.float64)];"
+            "rng = np.random.default_rng(0); x = rng.standard_normal((1, 4, 5, 6));"
+            "layers = [conv.Conv2d(4, 3, dtype=np.float64), conv.Conv2d(4, 3, 3, 2, dtype=np.float64)];"
             "[layer.initialize(rng) for layer in layers];"
             "ok = all(np.allclose(l.forward(x), conv2d_direct(x, l.params['weight'], l.params['bias'], l.stride, 1))"
             " and l.backward(np.ones_like(l.forward(x))).shape == x.shape for l in layers);"
