@@ -26,15 +26,15 @@ reads input rows 4th-1 .. 4th+4 (the "same" padding of 1); pixels outside the
 image read as 0, and outputs beyond H or W are dropped, so H and W need not be
 multiples of 4.
 
-The Numba kernels spell each matrix product out as the sums it reduces to (most
-entries of B, G and A are 0 or ±1); their NumPy twins use the matrices themselves,
-so the twin tests also check the spelled-out coefficients.
+The Numba kernels for the activations spell each matrix product out as the sums it
+reduces to (most entries of B and A are 0 or ±1); their NumPy twins use the matrices
+themselves, so the twin tests also check the spelled-out coefficients. The filter
+transform, applied to every 3x3 weight once per step, is one BLAS product with G ⊗ G.
 """
 import numba
 import numpy as np
-from numba import prange
 
-from . import FASTMATH, jit, jit_parallel
+from . import FASTMATH, jit
 
 # The activation transforms below run on one thread each and without the GIL: conv.py
 # hands chunks of images to two threads, each doing its chunk's input transform, its
@@ -120,43 +120,17 @@ def _a(y0, y1, y2, y3):
             y3)
 
 
-@jit
-def _g(g0, g1, g2):
-    """G g: 3 -> 6."""
-    quarter, sixth, twelfth, twenty_fourth = type(g0)(1 / 4), type(g0)(1 / 6), type(g0)(1 / 12), type(g0)(1 / 24)
-    return (quarter * g0,
-            -sixth * (g0 + g1 + g2),
-            -sixth * (g0 - g1 + g2),
-            twenty_fourth * g0 + twelfth * g1 + sixth * g2,
-            twenty_fourth * g0 - twelfth * g1 + sixth * g2,
-            g2)
-
-
-@jit
-def _g_t(u0, u1, u2, u3, u4, u5):
-    """G^T u, the transpose of _g: 6 -> 3."""
-    quarter, sixth, twelfth, twenty_fourth = type(u0)(1 / 4), type(u0)(1 / 6), type(u0)(1 / 12), type(u0)(1 / 24)
-    return (quarter * u0 - sixth * (u1 + u2) + twenty_fourth * (u3 + u4),
-            sixth * (u2 - u1) + twelfth * (u3 - u4),
-            sixth * (u3 + u4 - u1 - u2) + u5)
-
-
 # ----------------------------------------------------------------------------- filters
 
-@jit_parallel
+# U_ξ for ξ = 6i + j is sum over (a, b) of G[i, a] G[j, b] g[a, b]: row ξ of G ⊗ G
+# (Kronecker product, 36 x 9) times the filter's 9 weights. So the transform of all
+# K * C filters is one matrix product, and its adjoint the transposed one.
+G_KRON = {np.dtype(np.float32): np.kron(G, G).astype(np.float32), np.dtype(np.float64): np.kron(G, G)}
+
+
 def filter_transform(g, U):
-    """U[6i + j, k, c] = (G g G^T)[i, j] for every filter g = w[k, c] (3x3)."""
-    out_channels, channels = g.shape[:2]
-    for k in prange(out_channels):
-        rows = np.empty((3, 6), g.dtype)  # g G^T
-        for c in range(channels):
-            for a in range(3):
-                e0, e1, e2, e3, e4, e5 = _g(g[k, c, a, 0], g[k, c, a, 1], g[k, c, a, 2])
-                rows[a, 0], rows[a, 1], rows[a, 2], rows[a, 3], rows[a, 4], rows[a, 5] = e0, e1, e2, e3, e4, e5
-            for j in range(6):
-                e0, e1, e2, e3, e4, e5 = _g(rows[0, j], rows[1, j], rows[2, j])
-                U[j, k, c], U[6 + j, k, c], U[12 + j, k, c] = e0, e1, e2
-                U[18 + j, k, c], U[24 + j, k, c], U[30 + j, k, c] = e3, e4, e5
+    """U[6i + j, k, c] = (G g G^T)[i, j] for every filter g = w[k, c] (3x3), as U = (G ⊗ G) g."""
+    np.matmul(G_KRON[g.dtype], g.reshape(-1, 9).T, out=U.reshape(36, -1))
 
 
 def filter_transform_numpy(g, U):
@@ -169,20 +143,9 @@ def filter_transform_adjoint_numpy(dU, dg):
     dg[...] = np.einsum("ia,ijkc,jb->kcab", G, du, G)
 
 
-@jit_parallel
 def filter_transform_adjoint(dU, dg):
-    """dg[k, c] = G^T dU G, the gradient of filter_transform."""
-    out_channels, channels = dg.shape[:2]
-    for k in prange(out_channels):
-        rows = np.empty((3, 6), dg.dtype)  # G^T dU
-        for c in range(channels):
-            for j in range(6):
-                e0, e1, e2 = _g_t(dU[j, k, c], dU[6 + j, k, c], dU[12 + j, k, c],
-                                  dU[18 + j, k, c], dU[24 + j, k, c], dU[30 + j, k, c])
-                rows[0, j], rows[1, j], rows[2, j] = e0, e1, e2
-            for a in range(3):
-                e0, e1, e2 = _g_t(rows[a, 0], rows[a, 1], rows[a, 2], rows[a, 3], rows[a, 4], rows[a, 5])
-                dg[k, c, a, 0], dg[k, c, a, 1], dg[k, c, a, 2] = e0, e1, e2
+    """dg[k, c] = G^T dU G, the gradient of filter_transform: dg = (G ⊗ G)^T dU."""
+    np.matmul(dU.reshape(36, -1).T, G_KRON[dg.dtype], out=dg.reshape(-1, 9))
 
 
 # ----------------------------------------------------------------------------- activations (Numba)
