@@ -7,9 +7,10 @@ NCHW: ``# (N, C, H, W)``.
 
 The paper's convolutions are 3x3 with "same" padding, and Conv2d computes them with
 Winograd's F(4x4, 3x3) (kernels/winograd.py), which needs 4x fewer multiplications
-than the direct sum and is exact up to rounding; strided and 1x1 convolutions (the
-Resnet's downsampling), the first layer (1 or 3 input channels) and maps smaller than 4x4 go through im2col and one matrix
-product per image (kernels/conv.py). Both agree with the direct loop ``kernels.conv.conv2d_direct``.
+than the direct sum and is exact up to rounding. Strided and 1x1 convolutions (the
+Resnet's downsampling), a network's first layer (1 or 3 input channels) and maps
+smaller than 4x4 go through im2col and one matrix product per image (kernels/conv.py).
+Both agree with the direct loop ``kernels.conv.conv2d_direct``.
 Winograd works through the batch in chunks of a few images, one chunk per core at a
 time (``threads.run_chunks``): each thread transforms its chunk, multiplies it with a
 single-threaded OpenBLAS and transforms it back, so the two cores share the whole
@@ -21,10 +22,10 @@ Resnet-18 and VGG-19; its γ and β are never pruned.
 """
 import numpy as np
 
+from . import threads
 from .kernels import conv as kernels
 from .kernels import winograd
 from .layers import Layer, ReLU, glorot_normal
-from . import threads
 from .threads import WORKERS, run_chunks
 
 # Winograd runs over the batch a few images at a time so that the transformed tiles
