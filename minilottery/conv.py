@@ -228,35 +228,41 @@ class BatchNorm2d(Layer):
         self.buffers["running_var"][...] = 1
 
     def forward(self, x, train=False):
-        axes = (0, 2, 3)
-        self.train = train
+        channels = x.shape[1]
+        self.train, self.x = train, x  # (N, C, H, W)
         if train:
-            mean, var = x.mean(axis=axes), x.var(axis=axes)
-            count = x.size // x.shape[1]
+            mean, var = np.empty(channels, x.dtype), np.empty(channels, x.dtype)
+            kernels.channel_statistics(x, mean, var)  # over (N, H, W)
+            count = x.size // channels
             self.buffers["running_mean"] *= 1 - self.momentum
             self.buffers["running_mean"] += self.momentum * mean
             self.buffers["running_var"] *= 1 - self.momentum
             self.buffers["running_var"] += self.momentum * var * count / max(count - 1, 1)
         else:
-            mean, var = self.buffers["running_mean"], self.buffers["running_var"]
+            mean, var = self.buffers["running_mean"].copy(), self.buffers["running_var"]
+        self.mean = mean
         self.inv_std = (1 / np.sqrt(var + self.eps)).astype(x.dtype)  # (C,)
-        self.x_hat = (x - mean[:, None, None]) * self.inv_std[:, None, None]  # (N, C, H, W)
-        return self.x_hat * self.params["gamma"][:, None, None] + self.params["beta"][:, None, None]
+        # y = γ x̂ + β = x * (γ / σ) + (β - μ γ / σ), one pass
+        scale = self.params["gamma"] * self.inv_std
+        y = np.empty_like(x)
+        kernels.channel_affine(x, scale, self.params["beta"] - mean * scale, y)
+        return y
 
     def backward(self, dy, need_dx=True):
-        axes = (0, 2, 3)
-        self.grads["beta"][...] = dy.sum(axis=axes)
-        self.grads["gamma"][...] = (dy * self.x_hat).sum(axis=axes)
-        scale = (self.params["gamma"] * self.inv_std)[:, None, None]
+        channels = dy.shape[1]
+        # dβ = sum of dy, dγ = sum of dy x̂ (x̂ recomputed from x), over (N, H, W)
+        kernels.batchnorm_backward_sums(dy, self.x, self.mean, self.inv_std, self.grads["beta"], self.grads["gamma"])
         if not need_dx:
             return None
-        if not self.train:  # μ and σ² were constants
-            return dy * scale
+        dx = np.empty_like(dy)
+        if not self.train:  # μ and σ² were constants: dx = dy γ / σ
+            kernels.channel_affine(dy, self.params["gamma"] * self.inv_std, np.zeros(channels, dy.dtype), dx)
+            return dx
         # μ and σ² depend on x: dx = γ/σ (dy - mean(dy) - x̂ mean(dy x̂)), means over (N, H, W)
-        count = dy.size // dy.shape[1]
-        mean_dy = (self.grads["beta"] / count)[:, None, None]
-        mean_dy_xhat = (self.grads["gamma"] / count)[:, None, None]
-        return scale * (dy - mean_dy - self.x_hat * mean_dy_xhat)
+        count = dy.size // channels
+        kernels.batchnorm_input_grad(dy, self.x, self.mean, self.inv_std, self.params["gamma"],
+                                     self.grads["beta"] / count, self.grads["gamma"] / count, dx)
+        return dx
 
 
 class GlobalAvgPool(Layer):

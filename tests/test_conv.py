@@ -38,6 +38,14 @@ def kernel_arguments(name, rng, dtype):
     if name == "maxpool_backward":
         argmax = rng.integers(0, 4, (n, c, h // 2, w // 2)).astype(np.uint8)
         return [normal(n, c, h // 2, w // 2), argmax, np.full((n, c, h, w), 7, dtype), 2]
+    if name == "channel_statistics":
+        return [normal(n, c, h, w) * 3 + 1, np.zeros(c, dtype), np.zeros(c, dtype)]
+    if name == "channel_affine":
+        return [normal(n, c, h, w), normal(c), normal(c), np.zeros((n, c, h, w), dtype)]
+    if name == "batchnorm_backward_sums":
+        return [normal(n, c, h, w), normal(n, c, h, w), normal(c), normal(c), np.zeros(c, dtype), np.zeros(c, dtype)]
+    if name == "batchnorm_input_grad":
+        return [normal(n, c, h, w), normal(n, c, h, w)] + [normal(c) for _ in range(5)] + [np.zeros((n, c, h, w), dtype)]
     raise KeyError(name)
 
 
