@@ -114,9 +114,12 @@ class Trainer:
         x, y = self.batches.next()
         if self.hp.augment:
             x = flip_and_crop(x, self.augment_rng)
-        logits = self.net.forward(x, train=True)
-        dlogits = np.empty_like(logits)
-        loss = core.softmax_cross_entropy(logits, y, dlogits)
+        # A diverging run overflows on its way to a NaN loss; the check below reports it
+        # in one line, so NumPy's overflow warnings would only add noise before it.
+        with np.errstate(over="ignore", invalid="ignore"):
+            logits = self.net.forward(x, train=True)
+            dlogits = np.empty_like(logits)
+            loss = core.softmax_cross_entropy(logits, y, dlogits)
         if not math.isfinite(loss):
             raise TrainingDiverged(
                 f"loss became {loss} at iteration {self.iteration}: training diverged; "

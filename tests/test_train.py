@@ -1,6 +1,7 @@
 """The training protocol: learning on real MNIST, determinism, divergence, the CLI's errors."""
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -96,9 +97,12 @@ def test_cli_train_bad_input_is_one_line(arguments, message):
 
 
 def test_cli_train_diverging_is_one_line(tmp_path):
-    result = CliRunner().invoke(cli.main, ["train", "--quiet", "--lr", "1e6", "--optimizer", "sgd",
-                                           "--iterations", "50", "--out", str(tmp_path)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = CliRunner().invoke(cli.main, ["train", "--quiet", "--lr", "1e6", "--optimizer", "sgd",
+                                               "--iterations", "50", "--out", str(tmp_path)])
     assert result.exit_code == 1 and "diverged" in result.output and "Traceback" not in result.output
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]  # no overflow noise before it
     assert json.loads((tmp_path / "metrics.json").read_text())["curve"]["iteration"] == [0]
 
 
