@@ -6,7 +6,7 @@ from minilottery import conv, gradcheck, nets
 from minilottery.kernels import conv as conv_kernels
 from minilottery.kernels import winograd
 from minilottery.layers import Layer
-from twins import assert_twins_agree
+from twins import assert_twins_agree, run_without_jit
 
 
 # ----------------------------------------------------------------------------- kernels and twins
@@ -221,9 +221,6 @@ def test_residual_block_gradients(in_channels, out_channels, stride, rng):
 
 def test_conv_layers_run_without_the_jit():
     """NUMBA_DISABLE_JIT=1: the kernels run as Python and still compute the convolution."""
-    import os
-    import subprocess
-    import sys
     code = ("import numpy as np; from minilottery import conv; from minilottery.kernels.conv import conv2d_direct;"
             "rng = np.random.default_rng(0); x = rng.standard_normal((1, 4, 5, 6));"
             "layers = [conv.Conv2d(4, 3, dtype=np.float64), conv.Conv2d(4, 3, 3, 2, dtype=np.float64)];"
@@ -231,7 +228,6 @@ def test_conv_layers_run_without_the_jit():
             "ok = all(np.allclose(l.forward(x), conv2d_direct(x, l.params['weight'], l.params['bias'], l.stride, 1))"
             " and l.backward(np.ones_like(l.forward(x))).shape == x.shape for l in layers);"
             "pool = conv.MaxPool2d(2); ok &= pool.backward(pool.forward(x)).shape == x.shape; print(ok)")
-    env = {**os.environ, "NUMBA_DISABLE_JIT": "1", "PYTHONPATH": os.getcwd()}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    result = run_without_jit(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True"

@@ -1,13 +1,10 @@
 """Every Numba kernel agrees with its NumPy twin, and runs without the JIT too."""
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from minilottery.kernels import FLUSH_BELOW, core
-from twins import assert_twins_agree
+from twins import assert_twins_agree, run_without_jit
 
 
 def arguments(kernel_name, rng, dtype):
@@ -63,7 +60,6 @@ def test_training_runs_without_the_jit(tmp_path):
             "l0, d = losses.softmax_cross_entropy(net.forward(x, True), y);"
             "[(net.backward(losses.softmax_cross_entropy(net.forward(x, True), y)[1]), opt.step(1e-3)) for _ in range(5)];"
             "l1 = losses.softmax_cross_entropy(net.forward(x), y)[0]; assert l1 < l0, (l0, l1); print('ok')")
-    env = {**os.environ, "NUMBA_DISABLE_JIT": "1", "PYTHONPATH": os.getcwd()}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    result = run_without_jit(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"

@@ -5,9 +5,6 @@ under the mask; a sparse network passes the float64 gradient check; and whole sh
 training runs follow the same curve in sparse and dense mode.
 """
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,7 +15,7 @@ from minilottery import bench, gradcheck, hparams, nets, optim, sparse, train
 from minilottery.kernels import FLUSH_BELOW, single_threaded
 from minilottery.kernels import sparse as kernels
 from minilottery.layers import Dense
-from twins import assert_twins_agree
+from twins import assert_twins_agree, run_without_jit
 
 
 def masked_dense(rng, inputs, outputs, density, dtype):
@@ -225,8 +222,7 @@ def test_sparse_training_runs_without_the_jit():
             "[(net.backward(losses.softmax_cross_entropy(net.forward(x, True), y)[1]), opt.step(1e-2))"
             " for _ in range(3)];"
             "l1 = losses.softmax_cross_entropy(net.forward(x), y)[0]; assert l1 < l0, (l0, l1); print('ok')")
-    env = {**os.environ, "NUMBA_DISABLE_JIT": "1", "PYTHONPATH": os.getcwd()}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    result = run_without_jit(code, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
 

@@ -1,4 +1,9 @@
-"""The shared check that a Numba kernel and its NumPy twin agree (STYLE.md, point 4)."""
+"""The shared checks that a Numba kernel and its NumPy twin agree (STYLE.md, point 4), and
+that the kernels still run as plain Python with the JIT switched off."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 
 
@@ -18,3 +23,9 @@ def assert_twins_agree(fast, reference, make_arguments, tolerance, run=None):
             np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance)
             changed += not np.array_equal(a, before)
     assert changed or out_reference is not None, "the kernel had no visible effect"
+
+
+def run_without_jit(code, timeout=120):
+    """Run ``code`` in a fresh interpreter with NUMBA_DISABLE_JIT=1 (every kernel as Python)."""
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1", "PYTHONPATH": os.getcwd()}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout)
