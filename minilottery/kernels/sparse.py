@@ -32,7 +32,7 @@ import numpy as np
 from numba import prange
 
 from . import jit, jit_parallel
-from .core import adam_element, momentum_element
+from .core import adam_element, adam_update, momentum_element, momentum_update
 
 TILE = 64  # samples per tile: four AVX-512 (eight AVX2) registers of float32
 
@@ -187,13 +187,11 @@ def adam_update_kept(w, g, m, v, mask, spans, kept, m_kept, v_kept, step_size, b
     layers are never read or written, so they stay exactly 0.
     """
     for s in range(spans.shape[0]):
-        for i in prange(spans[s, 0], spans[s, 1]):
-            keep = mask[i]
-            w_i, m_i, v_i = adam_element(w[i], g[i], m[i], v[i], step_size, beta1, beta2, eps,
-                                         weight_decay, bias2_root)
-            m[i] = m_i * keep
-            v[i] = v_i * keep
-            w[i] = w_i * keep
+        # core's kernel on each span's views: a prange nested in this loop over spans
+        # would not vectorise (6x slower, 819 against 139 us for Lenet's 266K weights)
+        start, stop = spans[s, 0], spans[s, 1]
+        adam_update(w[start:stop], g[start:stop], m[start:stop], v[start:stop], mask[start:stop],
+                    step_size, beta1, beta2, eps, weight_decay, bias2_root)
     # Gather, update, scatter: the update of contiguous arrays vectorises (a loop that
     # reads w[kept[q]] does not, and its scalar sqrt and division cost 1.35x the whole).
     weights, grads = np.empty(kept.size, w.dtype), np.empty(kept.size, w.dtype)   # (|K|,)
@@ -224,12 +222,10 @@ def adam_update_kept_numpy(w, g, m, v, mask, spans, kept, m_kept, v_kept, step_s
 def momentum_update_kept(w, g, buf, mask, spans, kept, buf_kept, lr, momentum, weight_decay, nesterov):
     """``core.momentum_update`` on the dense spans under the mask, then at the kept
     positions, whose momentum buffer is the compact buf_kept (|K|,)."""
-    for s in range(spans.shape[0]):
-        for i in prange(spans[s, 0], spans[s, 1]):
-            keep = mask[i]
-            w_i, b = momentum_element(w[i], g[i], buf[i], lr, momentum, weight_decay, nesterov)
-            buf[i] = b * keep
-            w[i] = w_i * keep
+    for s in range(spans.shape[0]):  # core's kernel on each span's views, as in adam_update_kept
+        start, stop = spans[s, 0], spans[s, 1]
+        momentum_update(w[start:stop], g[start:stop], buf[start:stop], mask[start:stop], lr, momentum, weight_decay,
+                        nesterov)
     for q in prange(kept.size):
         i = kept[q]
         w[i], buf_kept[q] = momentum_element(w[i], g[i], buf_kept[q], lr, momentum, weight_decay, nesterov)
