@@ -223,6 +223,66 @@ def print_round(trial, round_index, results, trials):
     click.echo("\r" + prefix + " | ".join(cells) + " " * 20)
 
 
+class JobsProgress:
+    """imp's progress line on stderr: jobs done / running / waiting, the job in this
+    process (one worker) at its last evaluation, and the time left."""
+
+    def __init__(self, quiet, iterations):
+        from minilottery.train import Timer
+        self.quiet, self.iterations, self.timer = quiet, iterations, Timer()
+        self.status, self.detail, self.job_began = None, "", None
+
+    def on_status(self, status):
+        self.status = status
+        self.draw()
+
+    def on_eval(self, job, trainer):
+        """One worker, in this process: the running job's iteration, loss and validation accuracy."""
+        if self.job_began is None or self.job_began[0] != job:
+            self.job_began = (job, trainer.iteration, self.timer.elapsed())
+        loss = f"{trainer.last_loss:.4f}" if trainer.last_loss == trainer.last_loss else "-"
+        self.detail = (f" | {job} it {trainer.iteration:,} | loss {loss} | "
+                       f"val acc {100 * trainer.curve.val_accuracy[-1]:.2f}%")
+        fraction = trainer.iteration / self.iterations if self.iterations else 1.0
+        if self.status is not None and not self.status.job_seconds and trainer.iteration > self.job_began[1]:
+            # before a first job has finished here: this job's pace, for every job left
+            pace = (self.timer.elapsed() - self.job_began[2]) / (trainer.iteration - self.job_began[1])
+            self.status.seconds_left = pace * self.iterations * (self.status.waiting + 1 - fraction)
+        self.draw(fraction)
+
+    def draw(self, fraction=0.0):
+        status = self.status
+        if self.quiet or status is None:
+            return
+        done = status.done + (fraction if status.running else 0)
+        bar = "#" * int(20 * done / max(status.total, 1))
+        left = "estimating" if status.seconds_left is None else f"{format_eta(status.seconds_left)} left"
+        click.echo(f"\r[{bar:<20}] jobs {status.done}/{status.total} done, {len(status.running)} running, "
+                   f"{status.waiting} waiting{self.detail} | {left}  ", nl=False, err=True)
+
+    def close(self):
+        if not self.quiet:
+            click.echo("", err=True)
+
+
+def print_plan(experiment, folder, input_shape):
+    from minilottery import schedule
+    hp = experiment.hp
+    click.echo(f"imp {hp.net} on {hp.dataset}: {experiment.trials} trial(s) x {experiment.rounds} rounds, "
+               f"branches {', '.join(experiment.branches(experiment.rounds))}, {hp.iterations:,} iterations each")
+    click.echo("timing a training step and an evaluation here ...", err=True)
+    plan = schedule.plan(experiment, folder, input_shape)
+    click.echo(f"jobs: {plan.jobs} ({plan.left} not finished); critical path: {plan.critical_path} trainings, "
+               "one after another")
+    click.echo(f"one branch: ~{schedule.format_duration(plan.seconds_all_cores)} alone on this machine's "
+               f"{schedule.threads.WORKERS} core(s), ~{schedule.format_duration(plan.seconds_one_core)} on one core")
+    click.echo("workers  expected wall time   (one worker: every core here; more: one core each)")
+    for workers, seconds in plan.wall.items():
+        click.echo(f"{workers:>7}  {schedule.format_duration(seconds)}")
+    floor = plan.critical_path * plan.seconds_one_core
+    click.echo(f"floor (the critical path on one core per job): {schedule.format_duration(floor)}")
+
+
 @main.command()
 @click.option("--net", type=NET_CHOICE, default="lenet", show_default=True, help="network of the paper's Figure 2")
 @click.option("--rounds", type=int, default=10, show_default=True, help="pruning rounds after the dense round 0")
@@ -241,68 +301,78 @@ def print_round(trial, round_index, results, trials):
 @click.option("--out", type=click.Path(file_okay=False), help="run folder [runs/NET or runs/NET-HASH]")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, exists=True),
               help="continue the run in this folder with its own settings")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="jobs (branches) trained side by side in local worker processes, each with its share of "
+                   "the cores; with --scheduler local, the LocalCluster's worker processes")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="run the jobs on the Dask cluster at ADDRESS (tcp://host:8786), or 'local' for a Dask "
+                   "LocalCluster here; the run folder must be on storage every worker sees "
+                   "[pip install 'minilottery[dask]']")
+@click.option("--job-threads", type=int,
+              help="OpenBLAS and Numba threads per job [cores / --workers; 1 on Dask]; runs with the same "
+                   "value write bit-identical files however their jobs are spread")
+@click.option("--plan", "plan_only", is_flag=True,
+              help="train nothing: print the jobs, the critical path and the expected wall time on "
+                   "1, 2, 8, 32 and 128 workers, from a short timing here")
 @click.option("--quiet", is_flag=True, help="no progress line")
 @friendly_errors
 def imp(net, rounds, trials, controls, oneshot, rewind_iteration, sparse, seed, checkpoint_every, data_dir,
-        out, resume_dir, quiet, **options):
+        out, resume_dir, workers, scheduler, job_threads, plan_only, quiet, **options):
     """Iterative magnitude pruning: find winning tickets (the paper's Section 1).
 
     Round 0 trains the dense network; each later round prunes the last round's
     trained ticket (layer-wise, output layer at half rate, or globally), resets the
-    remaining weights to θ₀ and trains again, beside the chosen controls. Running
-    the same command again resumes where it stopped.
+    remaining weights to θ₀ and trains again, beside the chosen controls. Each
+    branch of each round of each trial is a job: with --workers or --scheduler,
+    trials and controls train side by side. Running the same command again
+    resumes where it stopped.
     """
-    import signal
-    from minilottery import datasets, lottery, rundir
+    from minilottery import datasets, lottery, rundir, schedule
     if resume_dir:
-        config = rundir.RunFolder(resume_dir).config()
-        experiment = lottery.Experiment(
-            hparams.Hyperparameters.from_dict(config["hyperparameters"]), config["rounds"], config["trials"],
-            tuple(config["controls"]), config["oneshot"], config["seed"], config["rewind_iteration"],
-            config["checkpoint_every"], config["data_dir"], config.get("sparse", "auto"))
+        experiment = lottery.Experiment.from_config(rundir.RunFolder(resume_dir).config())
         out = resume_dir
     else:
         hp = resolve_hyperparameters(net, options)
         experiment = lottery.Experiment(hp, rounds, trials, CONTROL_CHOICES[controls], oneshot, seed,
                                         rewind_iteration, checkpoint_every, data_dir, sparse)
     experiment.validate()
-    config = experiment.config()
-    folder = rundir.RunFolder(out or rundir.default_folder(config))
-    folder.lock()
-    experiment_config = folder.start(config)
+    folder = rundir.RunFolder(out or rundir.default_folder(experiment.config()))
     hp = experiment.hp
+    if plan_only:
+        if hp.dataset not in datasets.IMAGE_SHAPES:
+            raise ValueError(f"unknown dataset {hp.dataset!r}; choose one of {', '.join(datasets.IMAGE_SHAPES)}")
+        print_plan(experiment, folder, datasets.IMAGE_SHAPES[hp.dataset])
+        return
+    folder.lock()
+    folder.start(experiment.config())
     data = datasets.load(hp.dataset, experiment.data_dir)
     if hp.batch_size > len(data.x_train):
         raise ValueError(f"batch size {hp.batch_size} is larger than the training set ({len(data.x_train)})")
-
-    stop = {"requested": False}
-
-    def on_interrupt(signum, frame):
-        if stop["requested"]:
-            raise KeyboardInterrupt
-        stop["requested"] = True
-
-    progress = ProgressLine(1, quiet)
-
-    def on_eval(counters, trial, round_index, branch, trainer):
-        progress.total = counters.total_iterations
-        progress.update(counters.done_iterations, trainer.last_loss, trainer.curve.val_accuracy[-1],
-                        extra=f" | trial {trial} round {round_index} {branch}")
-
+    executor = schedule.make_executor(workers, scheduler, job_threads)
+    progress = JobsProgress(quiet, hp.iterations)
+    driver = schedule.Driver(experiment, folder, executor, data, job_threads,
+                             on_status=progress.on_status, on_eval=progress.on_eval,
+                             on_round=lambda t, r, results: print_round(t, r, results, experiment.trials))
     click.echo(f"imp {hp.net} on {hp.dataset}: {experiment.rounds} rounds x {experiment.trials} trial(s), "
-               f"{hp.iterations:,} iterations each; run folder {folder.root}")
+               f"{hp.iterations:,} iterations each, on {executor.description}; run folder {folder.root}")
     click.echo(("trial " if experiment.trials > 1 else "") + "round |   Pm %  | branch  "
                "early-stop it  test acc there")
-    previous = signal.signal(signal.SIGINT, on_interrupt)
-    runner = lottery.Lottery(experiment, folder, data, on_eval=on_eval, stop_requested=lambda: stop["requested"],
-                             on_round=lambda t, r, res: print_round(t, r, res, experiment.trials))
+    handlers = schedule.install_stop_handlers(driver)
     try:
-        runner.run()
-    except lottery.Interrupted as interrupted:
+        if isinstance(executor, schedule.DaskExecutor):
+            executor.check_folder(folder.root.resolve())
+        driver.run()
+    except rundir.Interrupted as interrupted:
         progress.close()
         raise click.ClickException(f"{interrupted}; resume with: python cli.py imp --resume {folder.root}")
+    except KeyboardInterrupt:
+        progress.close()
+        executor.shutdown(force=True)
+        raise click.ClickException(f"stopped at once; finished branches and checkpoints are kept; "
+                                   f"resume with: python cli.py imp --resume {folder.root}") from None
     finally:
-        signal.signal(signal.SIGINT, previous)
+        schedule.restore_handlers(handlers)
+        executor.shutdown()
     progress.close()
     click.echo(f"done: {folder.root / 'summary.csv'}")
     write_figures_and_report(folder.root)

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from . import hparams, nets, train
+from . import datasets, hparams, nets, train
 from .datasets import Dataset
 
 
@@ -73,4 +73,36 @@ def measure(net_name, density=1.0, iterations=500, repeats=5, data=None, hp=None
 
 
 def net_input_shape(net_name):
-    return (1, 28, 28) if hparams.defaults(net_name).dataset in ("mnist", "fashion-mnist") else (3, 32, 32)
+    return datasets.IMAGE_SHAPES[hparams.defaults(net_name).dataset]
+
+
+# Images in each dataset's training and test files (the paper holds 5,000 training images out).
+DATASET_IMAGES = {"mnist": (60_000, 10_000), "fashion-mnist": (60_000, 10_000), "cifar10": (50_000, 10_000)}
+
+
+def seconds_per_call(work, budget, least=3):
+    """Mean wall time of ``work()``, called at least ``least`` times and for about ``budget`` seconds."""
+    calls, start = 0, time.perf_counter()
+    while calls < least or time.perf_counter() - start < budget:
+        work()
+        calls += 1
+    return (time.perf_counter() - start) / calls
+
+
+def branch_seconds(hp, input_shape, budget=2.0, sparse="auto"):
+    """How long one branch of ``hp`` trains here, from a short timing of training steps and of
+    evaluation: iterations × step + every evaluation of the validation and test sets + the
+    final training accuracy. Returns (seconds, timings)."""
+    net = nets.build(hp.net, seed=0, input_shape=input_shape, dropout=hp.dropout, sparse=sparse)
+    data = random_data(input_shape, n_train=max(4 * hp.batch_size, 1000), n_test=train.EVAL_BATCH)
+    trainer = train.Trainer(net, data, hp, seed=0)
+    for _ in range(3):  # compilation, caches, allocator
+        trainer.step()
+    step = seconds_per_call(trainer.step, budget / 2)
+    train.evaluate(net, data.x_test, data.y_test)
+    per_image = seconds_per_call(lambda: train.evaluate(net, data.x_test, data.y_test), budget / 2) / len(data.x_test)
+    train_images, test_images = DATASET_IMAGES.get(hp.dataset, (60_000, 10_000))
+    evaluations = hp.iterations // hp.eval_every + 1 + (hp.iterations % hp.eval_every != 0)
+    seconds = (hp.iterations * step + evaluations * (datasets.VALIDATION_SIZE + test_images) * per_image
+               + (train_images - datasets.VALIDATION_SIZE) * per_image)
+    return seconds, {"step_s": step, "eval_s_per_image": per_image}

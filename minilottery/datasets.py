@@ -23,6 +23,7 @@ from .idx import DataFileError, read_image_label_pair
 SHIPPED_MNIST = Path(__file__).parent / "data" / "mnist"
 SPLIT_SEED = 0  # the fixed seed that picks the validation images
 VALIDATION_SIZE = 5000
+IMAGE_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # (C, H, W)
 IDX_NAMES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),

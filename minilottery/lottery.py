@@ -5,38 +5,45 @@
     3. Prune p% of the weights in θ_j, creating a mask m.
     4. Reset the remaining weights to θ₀: the ticket is f(x; m ⊙ θ₀).
 
-Round 0 trains the dense network; round r + 1 prunes round r's trained ticket and
-resets (``Lottery.run_trial`` reads as those four steps). Each round also trains
-the controls of Section 2, branching off that round's mask rather than forming
-chains of their own:
+The work is a graph of jobs. A ``Job`` is one branch of one round of one trial;
+``run_job`` trains it from the files of the jobs it needs and writes only its own
+branch folder (rundir.py), so nothing crosses rounds in memory and the jobs of a
+round can run side by side, on local processes or a cluster (schedule.py):
 
-* ``reinit``: the same mask m, fresh weights θ'₀ ~ D_θ from another seed;
-* ``random``: a random mask with m's per-layer counts, reset to θ₀;
-* ``oneshot``: the dense network of round 0 pruned once, straight to this round's Pm.
+* round 0 trains the dense network (mask all ones) from θ₀;
+* the ticket of round r prunes round r − 1's trained ticket (step 3) and resets to
+  θ₀ (step 4) before training (step 2);
+* the controls of Section 2 branch off round r's mask rather than forming chains
+  of their own, so they need only round r − 1's ticket too:
+  ``reinit`` (the same m, fresh weights θ'₀ ~ D_θ from another seed), ``random`` (a
+  random mask with m's per-layer counts, reset to θ₀) and ``oneshot`` (the dense
+  network of round 0 pruned once, straight to this round's per-layer counts).
 
-With ``rewind_iteration`` k > 0, resets go to θ_k, the dense run's weights after k
-iterations, and training resumes from iteration k (Frankle et al. 2020).
+So up to trials × (1 + controls) jobs can run at once and the critical path is
+rounds + 1 trainings. With ``rewind_iteration`` k > 0, resets go to θ_k, the dense
+run's weights after k iterations, and training resumes from iteration k (Frankle et
+al. 2020). Every random stream of a job depends only on (seed, trial, round,
+branch), so the order in which jobs run never changes a result.
+
+Weights (θ₀, θ_k, θ_j) are dicts of arrays by parameter name, like ``net.params``;
+a mask m is a ``Mask``, a dict by weight name.
 """
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 
 import numpy as np
 
-from . import files, nets, pruning, rundir
+from . import hparams, nets, pruning, rundir
 from .masks import Mask
 from .train import Trainer
 
 CONTROLS = ("reinit", "random")
-
-
-class Interrupted(Exception):
-    """Ctrl-C: the current branch was checkpointed and the run can be resumed."""
+BRANCHES = ("ticket", *CONTROLS, "oneshot")  # the order of a round's branches in tables
 
 
 @dataclass
 class Experiment:
     """Everything that defines an imp run besides the training hyperparameters."""
-    hp: object
+    hp: hparams.Hyperparameters
     rounds: int = 10
     trials: int = 1
     controls: tuple = ("reinit",)
@@ -70,10 +77,17 @@ class Experiment:
         return self
 
     def config(self):
-        return {"hyperparameters": self.hp.to_dict(), "rounds": self.rounds, "trials": self.trials,
-                "controls": list(self.controls), "oneshot": self.oneshot, "seed": self.seed,
-                "rewind_iteration": self.rewind_iteration, "checkpoint_every": self.checkpoint_every,
-                "data_dir": self.data_dir, "sparse": self.sparse, "versions": rundir.versions()}
+        """The experiment as config.json holds it (``from_config`` reads it back)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "hp"}
+        return {"hyperparameters": self.hp.to_dict(), **values, "controls": list(self.controls),
+                "versions": rundir.versions()}
+
+    @classmethod
+    def from_config(cls, config):
+        names = {f.name for f in fields(cls)} - {"hp"}
+        values = {name: config[name] for name in names if name in config}
+        values["controls"] = tuple(values.get("controls", ()))
+        return cls(hparams.Hyperparameters.from_dict(config["hyperparameters"]), **values)
 
     def branches(self, round_index):
         """The branches trained at a round, in order."""
@@ -82,174 +96,153 @@ class Experiment:
             names = [b for b in names if b in ("ticket", "reinit")]
         return names
 
+    def jobs(self):
+        """Every job of the run, earliest round first (the order a single worker takes them)."""
+        every = [Job(trial, r, branch) for trial in range(self.trials) for r in range(self.rounds + 1)
+                 for branch in self.branches(r)]
+        return sorted(every, key=Job.priority)
 
-@dataclass
-class Progress:
-    """Counters that the command line turns into a progress line and a table."""
-    total_iterations: int
-    done_iterations: int = 0
-    round_results: dict = field(default_factory=dict)
+    def build(self, seed, input_shape):
+        """The network with θ ~ D_θ drawn from ``seed``, for images of ``input_shape`` (C, H, W)."""
+        return nets.build(self.hp.net, seed=seed, input_shape=input_shape, dropout=self.hp.dropout,
+                          sparse=self.sparse)
+
+    def trial_seed(self, trial):
+        """The seed of a trial's θ₀ and of its data order and dropout."""
+        return self.seed + trial
 
 
-class Lottery:
-    """Runs an Experiment into a RunFolder, skipping whatever is already finished."""
+@dataclass(frozen=True)
+class Job:
+    """One branch of one round of one trial: the unit of work that runs on a worker."""
+    trial: int
+    round: int
+    branch: str
 
-    def __init__(self, experiment, folder, data, on_eval=None, on_round=None, stop_requested=None):
-        self.experiment, self.folder, self.data = experiment, folder, data
-        self.hp = experiment.hp
-        self.on_eval = on_eval or (lambda *args: None)
-        self.on_round = on_round or (lambda *args: None)
-        self.stop_requested = stop_requested or (lambda: False)
-        branch_count = sum(len(experiment.branches(r)) for r in range(experiment.rounds + 1))
-        self.progress = Progress(experiment.trials * branch_count * self.hp.iterations)
+    def needs(self):
+        """The jobs whose files this one reads: round r prunes round r − 1's trained ticket
+        (whose own chain reaches back to round 0, which one-shot pruning reads too)."""
+        return [] if self.round == 0 else [Job(self.trial, self.round - 1, "ticket")]
 
-    def build(self, seed):
-        return nets.build(self.hp.net, seed=seed, input_shape=self.data.input_shape, dropout=self.hp.dropout,
-                          sparse=self.experiment.sparse)
+    def priority(self):
+        """Earlier rounds first, the ticket (the critical path) before its controls."""
+        return self.round, self.branch != "ticket", self.trial, BRANCHES.index(self.branch)
 
-    def run(self):
-        for trial in range(self.experiment.trials):
-            self.run_trial(trial)
+    def __str__(self):
+        return f"trial {self.trial} round {self.round} {self.branch}"
 
-    def run_trial(self, trial):
-        seed = self.experiment.seed + trial
-        theta_0 = self.initial_weights(trial, seed)                 # 1. θ₀ ~ D_θ
-        mask = Mask.ones_like(self.build(seed))
-        dense_weights = None
-        for round_index in range(self.experiment.rounds + 1):
-            reset, start = self.reset_point(trial, round_index, theta_0)
-            results = {}
-            # 2. train f(x; m ⊙ θ₀) and  3. prune p% of the smallest |θ_j| into the next mask
-            results["ticket"], trained = self.train_branch(trial, round_index, "ticket", mask, reset, start, seed)
-            next_mask = self.prune(mask, trained)
-            self.record_distances(trial, round_index, results["ticket"], mask, next_mask, trained, reset)
-            if round_index == 0:
-                dense_weights = trained
-            for branch in self.experiment.branches(round_index)[1:]:
-                branch_mask, branch_reset = self.control(branch, trial, round_index, mask, reset, dense_weights)
-                results[branch], _ = self.train_branch(trial, round_index, branch, branch_mask, branch_reset,
-                                                       start, seed)
-            self.folder.write_summary()
-            self.on_round(trial, round_index, results)
-            mask = next_mask                                        # 4. reset to θ₀ at the next round
 
-    # ------------------------------------------------------------------ the four steps
-    def initial_weights(self, trial, seed):
-        path = self.folder.trial(trial) / "theta0.npz"
-        if path.exists():
-            return rundir.load_weights(path)
-        theta_0 = self.build(seed).flat_params.copy()
-        rundir.save_weights(path, theta_0)
+# ---------------------------------------------------------------------------- one job
+
+def run_job(experiment, folder, job, data, on_eval=None, stop_requested=None):
+    """Train one branch from the files of the jobs it needs; return its metrics.
+
+    A finished branch is read back; an interrupted one continues from its checkpoint
+    (rundir.BranchFolder.train). Writes only the branch's own folder.
+    """
+    branch = folder.branch(job)
+    if branch.finished():
+        return branch.metrics()
+    seed = experiment.trial_seed(job.trial)
+    net = experiment.build(seed, data.input_shape)
+    theta_0 = folder.theta_0(job.trial, net)                            # 1. θ₀ ~ D_θ (the driver drew it)
+    mask = round_mask(experiment, folder, job, net)                  # 3. m, from round r − 1's θ_j
+    mask, start_weights = branch_start(experiment, folder, job, mask, theta_0, net)  # 4. reset to θ₀
+    mask = branch.keep_mask(mask, like=net)
+    net.set_params(start_weights)
+    net.set_mask(mask)                                               # m ⊙ θ₀
+    trainer = Trainer(net, data, experiment.hp, seed)
+    trainer.iteration = reset_iteration(experiment, job)
+    rewinding = job == Job(job.trial, 0, "ticket") and experiment.rewind_iteration > 0
+    snapshots = {experiment.rewind_iteration} if rewinding else ()
+    elapsed = branch.train(trainer, experiment.checkpoint_every, snapshots=snapshots,  # 2. train to θ_j
+                           on_eval=on_eval, stop_requested=stop_requested, name=str(job))
+    trained = net.snapshot()
+    if rewinding:
+        branch.save_weights("theta_k", trainer.snapshots[experiment.rewind_iteration])
+
+    metrics = trainer.finish()
+    metrics.update(trial=job.trial, round=job.round, branch=job.branch, pm=mask.density(),
+                   pm_per_layer=mask.per_layer_density(), wall_time_s=round(elapsed, 1))
+    if job.branch == "ticket":
+        next_mask = prune(experiment, mask, trained, net.kinds)
+        metrics.update(weight_distances(start_weights, trained, mask, next_mask))
+    branch.finish(trained, trainer.curve, metrics)
+    return metrics
+
+
+def round_mask(experiment, folder, job, net):
+    """The ticket's mask at the job's round: all ones at round 0, else step 3 applied to
+    the weights that round r − 1's ticket was trained to. ``net`` gives names and shapes."""
+    if job.round == 0:
+        return Mask.ones_like(net)
+    previous = folder.branch(Job(job.trial, job.round - 1, "ticket"))
+    return prune(experiment, previous.mask(like=net), previous.weights("final", net), net.kinds)
+
+
+def branch_start(experiment, folder, job, mask, theta_0, net):
+    """The mask and the weights a branch starts from: m and θ₀ (or θ_k) for the ticket,
+    the variants of Section 2 for the controls."""
+    reset = reset_weights(experiment, folder, job, theta_0, net)
+    if job.branch == "ticket":
+        return mask, reset
+    if job.branch == "reinit":  # the same mask, θ'₀ ~ D_θ with another seed
+        fresh = experiment.build(reinit_seed(experiment, job), net.input_shape)
+        return mask, fresh.snapshot()
+    if job.branch == "random":  # the same per-layer counts at random positions, θ₀
+        rng = np.random.default_rng([experiment.trial_seed(job.trial), job.round, CONTROLS.index("random")])
+        return pruning.random_like(mask, rng), reset
+    # one-shot: the trained dense network of round 0 pruned once, to this round's counts
+    dense = folder.branch(Job(job.trial, 0, "ticket")).weights("final", net)
+    if experiment.hp.pruning == "global":
+        unpruned = unpruned_weights(experiment, net.kinds)
+        total = sum(mask.kept(n) for n in mask if n not in unpruned)
+        return pruning.keep_largest_global({n: dense[n] for n in mask}, total, unpruned), reset
+    return pruning.keep_largest(dense, {name: mask.kept(name) for name in mask}), reset
+
+
+def reset_weights(experiment, folder, job, theta_0, net):
+    """θ₀ (the paper) or, when rewinding, θ_k for rounds after the dense one."""
+    if job.round == 0 or experiment.rewind_iteration == 0:
         return theta_0
+    return folder.branch(Job(job.trial, 0, "ticket")).weights("theta_k", net)
 
-    def reset_point(self, trial, round_index, theta_0):
-        """θ₀ (the paper) or θ_k (rewinding) for rounds after the dense one; and where training starts."""
-        k = self.experiment.rewind_iteration
-        if round_index == 0 or k == 0:
-            return theta_0, 0
-        return rundir.load_weights(self.folder.trial(trial) / "theta_k.npz"), k
 
-    def prune(self, mask, trained):
-        hp = self.hp
-        weights = {name: trained[name] for name in mask}
-        if hp.pruning == "global":
-            # one rate for the whole network: the largest of its kinds' rates
-            # (conv 20% for Resnet-18 and VGG-19; fc 20% for a globally pruned Lenet)
-            rate = max(hp.rate(kind) for kind in set(self.kinds.values()))
-            unpruned = [name for name, kind in self.kinds.items() if kind in hp.unpruned]
-            return pruning.prune_global(mask, weights, rate, unpruned)
-        return pruning.prune_layerwise(mask, weights, {name: hp.rate(kind) for name, kind in self.kinds.items()})
+def reset_iteration(experiment, job):
+    """Where training starts: 0, or k when rewinding to θ_k."""
+    return 0 if job.round == 0 else experiment.rewind_iteration
 
-    def control(self, branch, trial, round_index, mask, reset, dense_weights):
-        """The mask and initial weights of a control branch at this round."""
-        rng = np.random.default_rng([self.experiment.seed + trial, round_index, CONTROLS.index(branch)
-                                     if branch in CONTROLS else 9])
-        if branch == "reinit":  # same mask, θ'₀ ~ D_θ with another seed
-            fresh = self.build(seed=self.reinit_seed(trial, round_index))
-            return mask, fresh.flat_params.copy()
-        if branch == "random":  # same per-layer counts, random positions, θ₀
-            return pruning.random_like(mask, rng), reset
-        # one-shot: the trained dense network pruned once to this round's counts
-        if self.hp.pruning == "global":
-            unpruned = [name for name, kind in self.kinds.items() if kind in self.hp.unpruned]
-            total = sum(mask.kept(n) for n in mask if n not in unpruned)
-            return pruning.keep_largest_global({n: dense_weights[n] for n in mask}, total, unpruned), reset
-        return pruning.keep_largest(dense_weights, {name: mask.kept(name) for name in mask}), reset
 
-    def reinit_seed(self, trial, round_index):
-        """A seed for θ'₀ that no trial's θ₀ uses (those are seed + trial)."""
-        return 1_000_003 * (round_index + 1) + self.experiment.seed + trial
+def reinit_seed(experiment, job):
+    """A seed for θ'₀ that no trial's θ₀ uses (those are seed + trial)."""
+    return 1_000_003 * (job.round + 1) + experiment.trial_seed(job.trial)
 
-    # ------------------------------------------------------------------ one training run
-    def train_branch(self, trial, round_index, branch, mask, reset, start, seed):
-        """Train one branch (or read it back if finished); return its metrics and trained weights."""
-        folder = self.folder.branch(trial, round_index, branch)
-        net = self.build(seed)
-        self.kinds = net.kinds
-        if self.folder.finished(trial, round_index, branch):
-            self.progress.done_iterations += self.hp.iterations
-            net.flat_params[...] = rundir.load_weights(folder / "final.npz")
-            return self.folder.metrics(trial, round_index, branch), dict(net.params)
-        mask_path = folder / "mask.npz"
-        if mask_path.exists():
-            mask = Mask.load(mask_path, like=net)
-        else:
-            mask.save(mask_path)
-        net.flat_params[...] = reset
-        net.set_mask(mask)                                          # m ⊙ θ₀
-        trainer = Trainer(net, self.data, self.hp, seed)
-        trainer.iteration = start
-        elapsed = 0.0
-        checkpoint = folder / "checkpoint.npz"
-        if checkpoint.exists():
-            arrays, info = rundir.load_checkpoint(checkpoint)
-            trainer.load_state(arrays, info)
-            elapsed = info["elapsed"]
-        began, done_before = time.perf_counter(), self.progress.done_iterations
 
-        def save(t):
-            arrays, info = t.state()
-            info["elapsed"] = elapsed + time.perf_counter() - began
-            rundir.save_checkpoint(checkpoint, arrays, info)
+def prune(experiment, mask, trained, kinds):
+    """Step 3: drop the smallest-magnitude weights of θ_j, layer by layer or globally.
+    ``kinds`` tells each weight's kind (conv, fc, output, shortcut), as ``net.kinds``."""
+    hp = experiment.hp
+    weights = {name: trained[name] for name in mask}
+    if hp.pruning == "global":
+        # one rate for the whole network: the largest of its kinds' rates
+        # (conv 20% for Resnet-18 and VGG-19; fc 20% for a globally pruned Lenet)
+        rate = max(hp.rate(kind) for kind in set(kinds.values()))
+        return pruning.prune_global(mask, weights, rate, unpruned_weights(experiment, kinds))
+    return pruning.prune_layerwise(mask, weights, {name: hp.rate(kind) for name, kind in kinds.items()})
 
-        def on_eval(t):
-            self.progress.done_iterations = done_before + t.iteration
-            self.on_eval(self.progress, trial, round_index, branch, t)
-            if self.stop_requested():
-                save(t)
-                raise Interrupted(f"stopped at trial {trial}, round {round_index}, {branch}, "
-                                  f"iteration {t.iteration:,}")
 
-        rewinding = round_index == 0 and branch == "ticket" and self.experiment.rewind_iteration
-        trainer.run(on_eval=on_eval, on_checkpoint=save, checkpoint_every=self.experiment.checkpoint_every,
-                    snapshots={self.experiment.rewind_iteration} if rewinding else ())
-        if rewinding:
-            rundir.save_weights(self.folder.trial(trial) / "theta_k.npz",
-                                trainer.snapshots[self.experiment.rewind_iteration])
-        metrics = trainer.finish()
-        metrics.update(trial=trial, round=round_index, branch=branch, pm=mask.density(),
-                       pm_per_layer=mask.per_layer_density(),
-                       wall_time_s=round(elapsed + time.perf_counter() - began, 1))
-        rundir.save_weights(folder / "final.npz", net.flat_params)
-        files.write_json(folder / "curve.json", trainer.curve.to_dict())
-        files.write_json(folder / "metrics.json", metrics)        # written last: marks the branch done
-        if checkpoint.exists():
-            checkpoint.unlink()
-        self.progress.done_iterations = done_before + self.hp.iterations
-        return metrics, dict(net.params)
+def unpruned_weights(experiment, kinds):
+    return [name for name, kind in kinds.items() if kind in experiment.hp.unpruned]
 
-    def record_distances(self, trial, round_index, metrics, mask, next_mask, trained, reset):
-        """The Discussion's measure: mean |θ_T − θ₀| of weights kept next round vs. those pruned."""
-        if "distance_kept" in metrics:
-            return
-        net = self.build(0)
-        net.flat_params[...] = reset
-        kept, pruned = [], []
-        for name in mask:
-            moved = np.abs(trained[name] - net.params[name])
-            kept.append(moved[next_mask[name] == 1])
-            pruned.append(moved[(mask[name] == 1) & (next_mask[name] == 0)])
-        kept, pruned = np.concatenate(kept), np.concatenate(pruned)
-        metrics["distance_kept"] = float(kept.mean()) if kept.size else None
-        metrics["distance_pruned"] = float(pruned.mean()) if pruned.size else None
-        files.write_json(self.folder.branch(trial, round_index, "ticket") / "metrics.json", metrics)
+
+def weight_distances(theta_0, theta_j, mask, next_mask):
+    """The Discussion's measure: mean |θ_j − θ₀| of the weights the next round keeps,
+    and of those it prunes (None where there are none)."""
+    kept, pruned = [], []
+    for name in mask:
+        moved = np.abs(theta_j[name] - theta_0[name])
+        kept.append(moved[next_mask[name] == 1])
+        pruned.append(moved[(mask[name] == 1) & (next_mask[name] == 0)])
+    kept, pruned = np.concatenate(kept), np.concatenate(pruned)
+    return {"distance_kept": float(kept.mean()) if kept.size else None,
+            "distance_pruned": float(pruned.mean()) if pruned.size else None}

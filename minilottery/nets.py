@@ -95,6 +95,15 @@ class Network:
             leaf.initialize(rng)
         self.flat_params *= self.flat_mask
 
+    def snapshot(self):
+        """θ as a dict of copies by parameter name: the form θ₀, θ_k and θ_j take in files."""
+        return {name: value.copy() for name, value in self.params.items()}
+
+    def set_params(self, weights):
+        """θ from a dict by parameter name (a snapshot, or weights read from a run folder)."""
+        for name, value in self.params.items():
+            value[...] = weights[name]
+
     def set_mask(self, mask):
         """Install a mask (dict of 0/1 arrays by weight name) and zero the pruned weights."""
         for name in self.masks:
@@ -261,8 +270,8 @@ def build(name, seed=0, input_shape=None, dropout=0.0, dtype=np.float32, sparse=
     ``sparse`` ("auto", "on", "off"): see ``Network.set_sparse``."""
     if name not in BUILDERS:
         raise ValueError(f"unknown network {name!r}; choose one of {', '.join(BUILDERS)}")
-    options = {"dropout": dropout, "dtype": dtype}
-    if input_shape is not None:
-        options["input_shape"] = tuple(input_shape)
-    layers = BUILDERS[name](**options)
-    return Network(name, layers, seed=seed, dtype=dtype, sparse=sparse)
+    input_shape = tuple(input_shape) if input_shape is not None else (MNIST_SHAPE if name == "lenet" else CIFAR_SHAPE)
+    layers = BUILDERS[name](input_shape=input_shape, dropout=dropout, dtype=dtype)
+    net = Network(name, layers, seed=seed, dtype=dtype, sparse=sparse)
+    net.input_shape = input_shape  # (C, H, W) of one image
+    return net

@@ -4,19 +4,25 @@ Layout (JSON, CSV and NPZ only)::
 
     RUN/config.json                    every hyperparameter, seed, package versions
     RUN/summary.csv                    one row per trial × round × branch
-    RUN/trial0/theta0.npz              θ₀ (and theta_k.npz when rewinding)
-    RUN/trial0/round03/ticket/         mask.npz, checkpoint.npz, final.npz, metrics.json
+    RUN/trial0/theta0.npz              θ₀, by parameter name
+    RUN/trial0/round03/ticket/         mask.npz, checkpoint.npz, final.npz, curve.json,
+                                       metrics.json (round00/ticket also theta_k.npz when rewinding)
     RUN/trial0/round03/reinit/ ...     (also random/ and oneshot/)
 
-A branch is finished when its metrics.json exists (it is written last), so a
-resumed run skips it; an unfinished branch continues from checkpoint.npz. A lock
-file keeps a second process out, and config.json must match on resume.
+One driver process holds the folder's lock, draws θ₀ and is the only writer of
+config.json and summary.csv; each job (lottery.run_job), wherever it runs, writes
+only its own branch folder. A branch is finished when its metrics.json exists (it
+is written last), so a resumed run skips it; an unfinished branch continues from
+checkpoint.npz. A file ``RUN/.stop``, written by the driver, asks every running
+job to checkpoint and stop at its next evaluation, on this machine or any other
+that sees the folder.
 """
 import fcntl
 import hashlib
 import json
 import os
 import platform
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -24,6 +30,7 @@ import numpy as np
 
 from . import files
 from .hparams import defaults
+from .masks import Mask
 
 SUMMARY_COLUMNS = ["trial", "round", "branch", "pm", "early_stop_iteration", "test_accuracy_at_early_stop",
                    "final_test_accuracy", "final_train_accuracy", "distance_kept", "distance_pruned",
@@ -32,6 +39,11 @@ SUMMARY_COLUMNS = ["trial", "round", "branch", "pm", "early_stop_iteration", "te
 # trials extend it; more controls add branches; checkpoint interval is bookkeeping.
 HELD_LOCKS = {}  # run folder -> the open, flock()ed lock file of this process
 EXTENDABLE = ("rounds", "trials", "controls", "oneshot", "checkpoint_every", "data_dir", "sparse")
+BRANCH_ORDER = {"ticket": 0, "reinit": 1, "random": 2, "oneshot": 3}
+
+
+class Interrupted(Exception):
+    """A stop was asked for: the running branch was checkpointed and the run can be resumed."""
 
 
 def default_folder(config):
@@ -106,14 +118,18 @@ class RunFolder:
     def trial(self, trial):
         return self.root / f"trial{trial}"
 
-    def branch(self, trial, round_index, branch):
-        return self.trial(trial) / f"round{round_index:02d}" / branch
+    def branch(self, job):
+        """The folder of one job (anything with trial, round and branch)."""
+        return BranchFolder(self.trial(job.trial) / f"round{job.round:02d}" / job.branch)
 
-    def finished(self, trial, round_index, branch):
-        return (self.branch(trial, round_index, branch) / "metrics.json").exists()
+    def theta_0(self, trial, like=None):
+        return read_weights(self.trial(trial) / "theta0.npz", like)
 
-    def metrics(self, trial, round_index, branch):
-        return files.read_json(self.branch(trial, round_index, branch) / "metrics.json")
+    def save_theta_0(self, trial, weights):
+        """Step 1 of a trial, written once: a rerun keeps the θ₀ it already has."""
+        path = self.trial(trial) / "theta0.npz"
+        if not path.exists():
+            write_weights(path, weights)
 
     def rows(self):
         """Summary rows of every finished branch, in trial, round, branch order."""
@@ -121,11 +137,92 @@ class RunFolder:
         for path in sorted(self.root.glob("trial*/round*/*/metrics.json")):
             metrics = files.read_json(path)
             rows.append({key: metrics.get(key, "") for key in SUMMARY_COLUMNS})
-        order = {"ticket": 0, "reinit": 1, "random": 2, "oneshot": 3}
-        return sorted(rows, key=lambda r: (int(r["trial"]), int(r["round"]), order.get(r["branch"], 9)))
+        return sorted(rows, key=lambda r: (int(r["trial"]), int(r["round"]), BRANCH_ORDER.get(r["branch"], 9)))
 
     def write_summary(self):
         files.write_csv(self.root / "summary.csv", self.rows(), SUMMARY_COLUMNS)
+
+    # a stop asked of every job, wherever it runs
+    @property
+    def stop_file(self):
+        return self.root / ".stop"
+
+    def request_stop(self):
+        files.atomic_write_bytes(self.stop_file, b"stop\n")
+
+    def stop_requested(self):
+        return self.stop_file.exists()
+
+    def clear_stop(self):
+        self.stop_file.unlink(missing_ok=True)
+
+
+class BranchFolder:
+    """The files of one branch: its mask, checkpoint, weights, curve and metrics."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def finished(self):
+        return (self.path / "metrics.json").exists()
+
+    def metrics(self):
+        return files.read_json(self.path / "metrics.json")
+
+    def mask(self, like=None):
+        return Mask.load(self.path / "mask.npz", like=like)
+
+    def keep_mask(self, mask, like=None):
+        """Save the branch's mask on its first start; a resumed branch reads the saved one."""
+        if (self.path / "mask.npz").exists():
+            return self.mask(like=like)
+        mask.save(self.path / "mask.npz")
+        return mask
+
+    def weights(self, name, like=None):
+        """final (θ_j after training) or theta_k, by parameter name."""
+        return read_weights(self.path / f"{name}.npz", like)
+
+    def save_weights(self, name, weights):
+        write_weights(self.path / f"{name}.npz", weights)
+
+    def train(self, trainer, checkpoint_every, snapshots=(), on_eval=None, stop_requested=None, name="branch"):
+        """Run ``trainer`` to the end of its budget, resuming from and writing checkpoint.npz;
+        return the branch's training time in seconds, summed over every resume.
+
+        ``stop_requested()`` is asked after every evaluation; when it says so, the
+        branch is checkpointed and ``Interrupted`` raised.
+        """
+        checkpoint = self.path / "checkpoint.npz"
+        elapsed = 0.0
+        if checkpoint.exists():
+            arrays, info = load_checkpoint(checkpoint)
+            trainer.load_state(arrays, info)
+            elapsed = info["elapsed"]
+        began = time.perf_counter()
+
+        def save(t):
+            arrays, info = t.state()
+            info["elapsed"] = elapsed + time.perf_counter() - began
+            save_checkpoint(checkpoint, arrays, info)
+
+        def after_evaluation(t):
+            if on_eval:
+                on_eval(t)
+            if stop_requested and stop_requested():
+                save(t)
+                raise Interrupted(f"stopped at {name}, iteration {t.iteration:,}")
+
+        trainer.run(on_eval=after_evaluation, on_checkpoint=save, checkpoint_every=checkpoint_every,
+                    snapshots=snapshots)
+        return elapsed + time.perf_counter() - began
+
+    def finish(self, final_weights, curve, metrics):
+        """The results of a trained branch; metrics.json goes last and marks it finished."""
+        self.save_weights("final", final_weights)
+        files.write_json(self.path / "curve.json", curve.to_dict())
+        files.write_json(self.path / "metrics.json", metrics)
+        (self.path / "checkpoint.npz").unlink(missing_ok=True)
 
 
 def _differences(old, new, key):
@@ -135,12 +232,20 @@ def _differences(old, new, key):
     return f"{key}: {old!r} then, {new!r} now"
 
 
-def save_weights(path, flat_params):
-    files.write_npz(path, {"flat_params": flat_params})
+def write_weights(path, weights):
+    """Weights by parameter name, as ``net.snapshot()`` gives them."""
+    files.write_npz(path, weights)
 
 
-def load_weights(path):
-    return files.read_npz(path)["flat_params"]
+def read_weights(path, like=None):
+    """Weights by parameter name; ``like`` (a network) checks their names and shapes."""
+    weights = files.read_npz(path)
+    if like is not None:
+        expected = {name: value.shape for name, value in like.params.items()}
+        if {name: value.shape for name, value in weights.items()} != expected:
+            raise files.RunFileError(f"{path}: its weights and shapes do not match {like.name}; "
+                                     "delete it to recompute")
+    return weights
 
 
 def save_checkpoint(path, arrays, info):

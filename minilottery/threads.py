@@ -38,21 +38,45 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
 
 
-def _find_openblas_threads_setter():
-    """openblas_set_num_threads_local of NumPy's bundled OpenBLAS (sets the thread count,
-    returns the previous one), or None if NumPy links another BLAS."""
+def _openblas():
+    """NumPy's bundled OpenBLAS (the library NumPy already loaded), or None if NumPy links another BLAS."""
     numpy_libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
     for path in glob.glob(os.path.join(numpy_libs, "libscipy_openblas*.so*")):
         try:
-            setter = ctypes.CDLL(path).openblas_set_num_threads_local  # the library NumPy already loaded
-        except (OSError, AttributeError):
+            return ctypes.CDLL(path)
+        except OSError:
             continue
-        setter.argtypes, setter.restype = [ctypes.c_int], ctypes.c_int
-        return setter
     return None
 
 
-_set_blas_threads = _find_openblas_threads_setter()
+def _function(library, name):
+    """One of OpenBLAS's thread-count setters (int -> previous int, or -> void), or None."""
+    function = getattr(library, name, None) if library is not None else None
+    if function is not None:
+        function.argtypes, function.restype = [ctypes.c_int], ctypes.c_int
+    return function
+
+
+_library = _openblas()
+# the calling thread's count (returns the previous one), and the whole process's
+_set_blas_threads = _function(_library, "openblas_set_num_threads_local")
+_set_blas_threads_global = _function(_library, "scipy_openblas_set_num_threads64_")
+
+
+def use_cores(count):
+    """Run this process's work on ``count`` cores: OpenBLAS's threads, Numba's, and the pool's.
+
+    A worker of ``imp --workers N`` calls this with its share of the cores, so that N
+    jobs side by side do not queue for each other's threads.
+    """
+    global WORKERS, _pool
+    import numba
+    count = max(1, int(count))
+    if _set_blas_threads_global is not None:
+        _set_blas_threads_global(count)
+    numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
+    if count != WORKERS:
+        WORKERS, _pool = count, None
 
 
 @contextlib.contextmanager

@@ -32,6 +32,9 @@ class TrainingDiverged(RuntimeError):
         super().__init__(message)
         self.curve = curve
 
+    def __reduce__(self):  # so that a worker process can send it to the driver
+        return type(self), (str(self), self.curve)
+
 
 @dataclass
 class Curve:
@@ -147,7 +150,7 @@ class Trainer:
         self.snapshots = getattr(self, "snapshots", {})
         while True:
             if self.iteration in snapshots:
-                self.snapshots[self.iteration] = self.net.flat_params.copy()
+                self.snapshots[self.iteration] = self.net.snapshot()
             if self.iteration % self.hp.eval_every == 0 or self.iteration == self.hp.iterations:
                 if not self.curve.iteration or self.curve.iteration[-1] != self.iteration:
                     self.record()
@@ -177,8 +180,8 @@ class Trainer:
                 "dropout_rng": self.net.dropout_rng.bit_generator.state,
                 "augment_rng": self.augment_rng.bit_generator.state,
                 "snapshots": sorted(getattr(self, "snapshots", {}))}
-        for k, v in getattr(self, "snapshots", {}).items():
-            arrays[f"snapshot.{k}"] = v
+        for k, weights in getattr(self, "snapshots", {}).items():
+            arrays.update({f"snapshot.{k}.{name}": value for name, value in weights.items()})
         return arrays, info
 
     def load_state(self, arrays, info):
@@ -190,7 +193,8 @@ class Trainer:
         self.augment_rng.bit_generator.state = info["augment_rng"]
         self.iteration = int(info["iteration"])
         self.curve = Curve.from_dict(info["curve"])
-        self.snapshots = {int(k): arrays[f"snapshot.{k}"] for k in info.get("snapshots", [])}
+        self.snapshots = {int(k): {name: arrays[f"snapshot.{k}.{name}"] for name in self.net.params}
+                          for k in info.get("snapshots", [])}
 
 
 def format_eta(seconds):

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-from minilottery import files, hparams, lottery, nets, rundir, train
+from minilottery import files, hparams, lottery, nets, rundir, schedule, train
 from minilottery.masks import Mask
 
 
@@ -23,18 +23,20 @@ def run(tmp_path, mnist, hp, name="run", **options):
     experiment = lottery.Experiment(hp, **{"rounds": 2, "controls": ("reinit", "random"), **options}).validate()
     folder = rundir.RunFolder(tmp_path / name)
     folder.start(experiment.config())
-    lottery.Lottery(experiment, folder, mnist).run()
+    schedule.run_here(experiment, folder, mnist)
     return folder
 
 
-def weights(folder, trial, round_index, branch, name):
-    net = nets.build("lenet")
-    net.flat_params[...] = rundir.load_weights(folder.branch(trial, round_index, branch) / "final.npz")
-    return net.params[name].copy()
+def branch(folder, trial, round_index, name):
+    return folder.branch(lottery.Job(trial, round_index, name))
 
 
-def mask_of(folder, trial, round_index, branch):
-    return Mask.load(folder.branch(trial, round_index, branch) / "mask.npz")
+def weights(folder, trial, round_index, name, weight):
+    return branch(folder, trial, round_index, name).weights("final")[weight]
+
+
+def mask_of(folder, trial, round_index, name):
+    return branch(folder, trial, round_index, name).mask()
 
 
 def test_resets_and_controls(tmp_path, mnist):
@@ -75,7 +77,7 @@ def test_pruned_weights_stay_zero_through_training_and_never_revive(tmp_path, mn
             if previous is not None:
                 assert np.all(mask[name] <= previous[name])
         previous = mask
-    metrics = folder.metrics(0, 1, "ticket")
+    metrics = branch(folder, 0, 1, "ticket").metrics()
     assert metrics["pm"] == pytest.approx(mask_of(folder, 0, 1, "ticket").density())
     assert metrics["distance_kept"] > 0 and metrics["distance_pruned"] > 0
     assert set(metrics["pm_per_layer"]) == {"fc1.weight", "fc2.weight", "fc3.weight"}
@@ -84,17 +86,17 @@ def test_pruned_weights_stay_zero_through_training_and_never_revive(tmp_path, mn
 def test_rewinding_resets_to_theta_k(tmp_path, mnist):
     folder = run(tmp_path, mnist, tiny(iterations=100), rounds=1, controls=(), rewind_iteration=50)
     dense = train.Trainer(nets.build("lenet", seed=0), mnist, tiny(iterations=100), seed=0).run(until=50)
-    theta_k = rundir.load_weights(folder.root / "trial0" / "theta_k.npz")
-    np.testing.assert_array_equal(theta_k, dense.net.flat_params)
-    curve = json.loads((folder.branch(0, 1, "ticket") / "curve.json").read_text())
+    theta_k = branch(folder, 0, 0, "ticket").weights("theta_k")
+    for name, value in dense.net.params.items():
+        np.testing.assert_array_equal(theta_k[name], value)
+    curve = json.loads((branch(folder, 0, 1, "ticket").path / "curve.json").read_text())
     assert curve["iteration"] == [50, 100]  # training resumes from iteration k
 
 
 def test_trials_use_different_seeds(tmp_path, mnist):
     folder = run(tmp_path, mnist, tiny(), rounds=0, controls=(), trials=2)
-    a = rundir.load_weights(folder.root / "trial0" / "theta0.npz")
-    b = rundir.load_weights(folder.root / "trial1" / "theta0.npz")
-    assert not np.array_equal(a, b)
+    a, b = folder.theta_0(0), folder.theta_0(1)
+    assert not np.array_equal(a["fc1.weight"], b["fc1.weight"])
 
 
 IMP = [sys.executable, "cli.py", "imp", "--rounds", "1", "--iterations", "400", "--eval-every", "50",
@@ -122,8 +124,10 @@ def test_a_killed_run_resumes_to_identical_numbers(tmp_path):
     rows = [[{k: r[k] for k in strip} for r in files.read_csv(tmp_path / d / "summary.csv")] for d in ("whole", "killed")]
     assert rows[0] == rows[1]
     for branch in ("ticket", "reinit"):
-        final = [rundir.load_weights(tmp_path / d / "trial0" / "round01" / branch / "final.npz") for d in ("whole", "killed")]
-        np.testing.assert_array_equal(*final)
+        final = [rundir.read_weights(tmp_path / d / "trial0" / "round01" / branch / "final.npz")
+                 for d in ("whole", "killed")]
+        for name in final[0]:
+            np.testing.assert_array_equal(final[0][name], final[1][name])
 
 
 def test_ctrl_c_stops_at_a_safe_point_and_says_how_to_resume(tmp_path):

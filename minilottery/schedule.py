@@ -1,0 +1,429 @@
+"""Running the lottery's jobs: in this process, on local worker processes, or on a Dask cluster.
+
+The paper's protocol is far more than one training: five trials, 16 to 20+ rounds,
+every round training the ticket beside its controls. lottery.py cuts it into jobs
+(one branch of one round of one trial) that depend only on files; this module runs
+them. One ``Driver`` serves every way of running, through a concurrent.futures-style
+executor:
+
+* ``Inline``: one job at a time in this process, with a progress line per evaluation
+  (``imp --workers 1``, the default);
+* ``Processes``: N worker processes of the standard library, each with its share of
+  the cores for OpenBLAS and Numba (``imp --workers N``);
+* ``dask_executor``: any Dask distributed cluster, through the executor its client
+  provides (``imp --scheduler ADDRESS``, or ``local`` for a LocalCluster).
+
+The driver holds the run folder's lock, submits every job whose needs are finished
+(earliest round first, the ticket before its controls), and is the only writer of
+summary.csv. A worker that dies loses only its job's progress since the last
+checkpoint: the job is submitted again and resumes from it. A stop (Ctrl-C, or
+SIGTERM from a batch scheduler) writes RUN/.stop, every running job checkpoints at
+its next evaluation, and the same command resumes.
+
+A job's result does not depend on where or in which order it runs: given the same
+threads per job (``--job-threads``), every way of running writes bit-identical files.
+"""
+import heapq
+import signal
+import socket
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+from . import datasets, lottery, rundir, threads
+from .files import RunFileError
+
+# A pool whose workers die this many times in a row with no job finished in between
+# is not a passing accident (out of memory, a crash in a kernel): the driver gives up.
+MAX_POOL_BREAKS = 3
+
+_stop_signalled = False  # a worker process was sent SIGTERM or SIGINT
+_datasets = {}  # (dataset, data_dir) -> Dataset, loaded once per process
+
+
+# ---------------------------------------------------------------------------- the job on a worker
+
+def work(root, job, job_threads=None, on_eval=None, data=None):
+    """Run one job wherever this is called; return ("finished", metrics) or ("interrupted", None).
+
+    A worker process loads the dataset once and keeps it for its later jobs; a job in
+    the driver's own process is handed the driver's ``data``.
+    """
+    folder = rundir.RunFolder(root)
+    if not (folder.root / "config.json").exists():
+        raise RunFileError(f"{socket.gethostname()} cannot see the run folder {folder.root} (no config.json "
+                           "there); put the run folder on storage every worker mounts and pass it as --out")
+    experiment = lottery.Experiment.from_config(folder.config())
+    if job_threads:
+        threads.use_cores(job_threads)
+    data = data or dataset(experiment.hp.dataset, experiment.data_dir)
+    report = (lambda trainer: on_eval(job, trainer)) if on_eval else None
+    try:
+        metrics = lottery.run_job(experiment, folder, job, data, on_eval=report,
+                                  stop_requested=lambda: _stop_signalled or folder.stop_requested())
+    except rundir.Interrupted:
+        return "interrupted", None
+    return "finished", metrics
+
+
+def dataset(name, data_dir):
+    key = (name, data_dir)
+    if key not in _datasets:
+        _datasets[key] = datasets.load(name, data_dir)
+    return _datasets[key]
+
+
+def _worker_setup(job_threads):
+    """A local worker process: its share of the cores; Ctrl-C and SIGTERM ask for a checkpoint.
+
+    Ctrl-C at a terminal reaches every process of the group; the driver turns it into
+    RUN/.stop, which the worker sees at its next evaluation, so the worker itself only
+    has to not die of it. SIGTERM sent to a worker alone stops its job the same way.
+    """
+    def stop(signum, frame):
+        global _stop_signalled
+        _stop_signalled = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    threads.use_cores(job_threads)
+
+
+# ---------------------------------------------------------------------------- executors
+
+class Inline:
+    """Runs each job in this process when it is submitted (``--workers 1``)."""
+    capacity, in_process, description = 1, True, "this process"
+
+    def submit(self, function, *args, **kwargs):
+        future = Future()
+        try:
+            future.set_result(function(*args, **kwargs))
+        except Exception as error:  # KeyboardInterrupt (a second Ctrl-C) goes straight up
+            future.set_exception(error)
+        return future
+
+    def restart(self):
+        pass
+
+    def shutdown(self, force=False):
+        pass
+
+
+class Processes:
+    """N worker processes of the standard library (spawned, so no thread pool is forked)."""
+    in_process = False
+
+    def __init__(self, workers, job_threads):
+        self.capacity, self.job_threads = workers, job_threads
+        self.description = f"{workers} worker processes, {job_threads} thread(s) each"
+        self.pool = self._new_pool()
+
+    def _new_pool(self):
+        return ProcessPoolExecutor(self.capacity, mp_context=get_context("spawn"), initializer=_worker_setup,
+                                   initargs=(self.job_threads,))
+
+    def submit(self, function, *args, **kwargs):
+        return self.pool.submit(function, *args, **kwargs)
+
+    def restart(self):
+        """After a worker died (the pool is broken): a fresh pool."""
+        self.shutdown(force=True)
+        self.pool = self._new_pool()
+
+    def shutdown(self, force=False):
+        if force:  # no worker may go on writing a branch folder once the driver lets go of it
+            for process in list(getattr(self.pool, "_processes", {}).values()):
+                process.kill()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class DaskExecutor:
+    """Jobs on a Dask distributed cluster through the executor its client provides."""
+    in_process = False
+
+    def __init__(self, address, workers, job_threads):
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise ValueError("--scheduler needs Dask distributed: pip install 'minilottery[dask]'") from None
+        self.cluster = None
+        if address == "local":
+            self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                        host="127.0.0.1", dashboard_address=None)
+            address = self.cluster
+        try:
+            self.client = Client(address, timeout="20s")
+        except OSError as error:
+            raise ValueError(f"cannot reach the Dask scheduler at {address} ({error}); start one with "
+                             "'dask scheduler' or use --scheduler local") from None
+        self.executor = self.client.get_executor(pure=False)
+        self.job_threads = job_threads
+        self.capacity = max(1, sum(self.client.nthreads().values()))
+        self.description = f"Dask at {self.client.scheduler.address}, {self.capacity} worker thread(s)"
+
+    def check_folder(self, root):
+        """Every worker must see the run folder: say which one does not, and what to do."""
+        found = self.client.run(_sees_folder, str(root))
+        blind = [worker for worker, ok in found.items() if not ok]
+        if blind:
+            raise ValueError(f"Dask worker {blind[0]} cannot see the run folder {root}; put it on storage "
+                             "every worker mounts (a shared file system) and pass that path as --out")
+
+    def submit(self, function, *args, **kwargs):
+        return self.executor.submit(function, *args, **kwargs)
+
+    def restart(self):
+        pass  # Dask's nannies restart dead workers and reschedule their tasks themselves
+
+    def shutdown(self, force=False):
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def _sees_folder(root):
+    return (Path(root) / "config.json").exists()
+
+
+def make_executor(workers=1, scheduler=None, job_threads=None):
+    """The executor for ``--workers`` and ``--scheduler``, and the threads each job gets."""
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    if job_threads is not None and job_threads < 1:
+        raise ValueError(f"--job-threads must be at least 1, got {job_threads}")
+    if scheduler:
+        return DaskExecutor(scheduler, workers, job_threads or 1)
+    if workers == 1:
+        return Inline()
+    return Processes(workers, job_threads or max(1, threads.WORKERS // workers))
+
+
+# ---------------------------------------------------------------------------- the driver
+
+@dataclass
+class Status:
+    """What the progress line shows."""
+    total: int
+    done: int = 0
+    running: list = field(default_factory=list)  # jobs
+    waiting: int = 0
+    seconds_left: float = None
+    job_seconds: list = field(default_factory=list)  # wall time of each job finished by this driver
+
+
+class Driver:
+    """Runs every unfinished job of an Experiment into a RunFolder through an executor."""
+
+    def __init__(self, experiment, folder, executor, data, job_threads=None, on_status=None,
+                 on_round=None, on_eval=None):
+        """``data``: the dataset, loaded (and checked) by the driver; jobs in this process use it."""
+        self.experiment, self.folder, self.executor, self.data = experiment, folder, executor, data
+        self.job_threads = job_threads
+        self.on_status = on_status or (lambda status: None)
+        self.on_round = on_round or (lambda trial, round_index, results: None)
+        self.on_eval = on_eval
+        self.stopping = False
+        self.jobs = experiment.jobs()
+        self.results = {}  # Job -> metrics
+        self.status = Status(len(self.jobs))
+        self.tables = [(r, t) for r in range(experiment.rounds + 1) for t in range(experiment.trials)]
+
+    def stop(self):
+        """Ask every running job to checkpoint and stop (Ctrl-C, SIGTERM); submit nothing more."""
+        self.stopping = True
+        self.folder.request_stop()
+
+    def run(self):
+        self.folder.clear_stop()
+        for trial in range(self.experiment.trials):                    # 1. θ₀ ~ D_θ, once per trial
+            seed = self.experiment.trial_seed(trial)
+            self.folder.save_theta_0(trial, self.experiment.build(seed, self.data.input_shape).snapshot())
+        for job in self.jobs:
+            if self.folder.branch(job).finished():
+                self.results[job] = self.folder.branch(job).metrics()
+        waiting = [job for job in self.jobs if job not in self.results]
+        running = {}  # future -> (job, time submitted)
+        failure, breaks = None, 0
+        self._print_rounds()
+        while running or (waiting and not self.stopping):
+            if not self.stopping:
+                for job in [j for j in waiting if all(n in self.results for n in j.needs())]:
+                    if len(running) >= self.executor.capacity:
+                        break
+                    waiting.remove(job)
+                    self._report(waiting, running, starting=job)  # an in-process job runs inside submit
+                    running[self._submit(job)] = (job, time.perf_counter())
+            finished, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
+            for future in finished:
+                if future not in running:
+                    continue  # requeued below when its pool broke
+                job, submitted = running.pop(future)
+                try:
+                    outcome, metrics = future.result()
+                except BrokenProcessPool:
+                    # a worker died (SIGKILL, out of memory): every job of the pool goes again
+                    # and resumes from its last checkpoint
+                    breaks += 1
+                    if breaks >= MAX_POOL_BREAKS:
+                        raise RuntimeError(f"worker processes died {breaks} times in a row (last while "
+                                           f"running {job}); see the system log for why") from None
+                    waiting = sorted(waiting + [job] + [j for j, _ in running.values()], key=lottery.Job.priority)
+                    running.clear()
+                    self.executor.restart()
+                    break
+                except Exception as error:  # the job failed: let the others checkpoint, then report it
+                    failure = failure or error
+                    self.stop()
+                    continue
+                if outcome == "interrupted":  # checkpointed; a worker told to stop means the run stops
+                    waiting = sorted(waiting + [job], key=lottery.Job.priority)
+                    if not self.stopping:
+                        self.stop()
+                else:
+                    breaks = 0
+                    self.results[job] = metrics
+                    self.status.job_seconds.append(time.perf_counter() - submitted)
+                    self.folder.write_summary()
+                    self._print_rounds()
+            self._report(waiting, running)
+        self.folder.clear_stop()
+        if failure is not None:
+            raise failure
+        if self.stopping:
+            raise rundir.Interrupted(f"stopped with {len(self.results)} of {len(self.jobs)} jobs finished; "
+                                     "every finished branch and checkpoint is kept")
+        self.folder.write_summary()
+
+    def _submit(self, job):
+        if self.executor.in_process:
+            return self.executor.submit(work, str(self.folder.root), job, self.job_threads, on_eval=self.on_eval,
+                                        data=self.data)
+        return self.executor.submit(work, str(self.folder.root.resolve()), job, self.job_threads)
+
+    def _print_rounds(self):
+        """Table rows for every round finished in all its branches, in (round, trial) order."""
+        while self.tables:
+            round_index, trial = self.tables[0]
+            branches = [lottery.Job(trial, round_index, b) for b in self.experiment.branches(round_index)]
+            if not all(job in self.results for job in branches):
+                return
+            self.tables.pop(0)
+            self.on_round(trial, round_index, {job.branch: self.results[job] for job in branches})
+
+    def _report(self, waiting, running, starting=None):
+        status = self.status
+        status.done, status.waiting = len(self.results), len(waiting)
+        status.running = [job for job, _ in running.values()] + ([starting] if starting else [])
+        if status.job_seconds:
+            typical = sorted(status.job_seconds)[len(status.job_seconds) // 2]
+            now = time.perf_counter()
+            left = {job: max(typical - (now - submitted), 0.0) for job, submitted in running.values()}
+            if starting:
+                left[starting] = typical
+            status.seconds_left = makespan(waiting, self.executor.capacity, lambda job: typical,
+                                           done=set(self.results), running=left)
+        self.on_status(status)
+
+
+def run_here(experiment, folder, data, **callbacks):
+    """Every job of ``experiment`` in this process, one at a time (a notebook, the tests)."""
+    Driver(experiment, folder, Inline(), data, **callbacks).run()
+
+
+# ---------------------------------------------------------------------------- how long it takes
+
+def makespan(jobs, workers, duration, done=(), running=None):
+    """Wall time to run ``jobs`` on ``workers``, each job taking ``duration(job)`` seconds,
+    taking ready jobs in priority order as the driver does. ``done``: jobs already
+    finished; ``running``: job -> seconds it still needs."""
+    running = dict(running or {})
+    finished = set(done)
+    waiting = sorted(jobs, key=lottery.Job.priority)
+    events = [(left, job.priority(), job) for job, left in running.items()]
+    heapq.heapify(events)
+    now, free = 0.0, workers - len(events)
+    while waiting or events:
+        ready = [job for job in waiting if all(n in finished for n in job.needs())]
+        for job in ready[:max(free, 0)]:
+            waiting.remove(job)
+            heapq.heappush(events, (now + duration(job), job.priority(), job))
+            free -= 1
+        if not events:
+            raise ValueError("jobs wait for jobs that are not in the plan")
+        now, _, job = heapq.heappop(events)
+        finished.add(job)
+        free += 1
+    return now
+
+
+def critical_path(experiment):
+    """The longest chain of trainings that must run one after another: rounds + 1."""
+    return experiment.rounds + 1
+
+
+PLAN_WORKERS = (1, 2, 8, 32, 128)
+
+
+@dataclass
+class Plan:
+    """What ``imp --plan`` prints: the work, the critical path, and the wall time per worker count."""
+    jobs: int
+    left: int
+    critical_path: int
+    seconds_all_cores: float  # one branch, one job at a time on every core of this machine
+    seconds_one_core: float  # one branch, one job per core
+    wall: dict  # workers -> seconds
+
+
+def plan(experiment, folder, input_shape, workers=PLAN_WORKERS, budget=2.0):
+    """Time a training step and an evaluation here, then schedule the unfinished jobs on
+    1, 2, 8, 32 and 128 workers. One worker gets every core of this machine; more
+    workers get one core each, as on a cluster of machines like this one."""
+    from . import bench
+    jobs = experiment.jobs()
+    left = [job for job in jobs if not folder.branch(job).finished()]
+    done = set(jobs) - set(left)
+    cores = threads.WORKERS
+    seconds = {}
+    for count in sorted({cores, 1}, reverse=True):
+        threads.use_cores(count)
+        seconds[count], _ = bench.branch_seconds(experiment.hp, input_shape, budget, experiment.sparse)
+    threads.use_cores(cores)
+    wall = {}
+    for count in workers:
+        per_job = seconds[cores] if count == 1 else seconds[1]
+        wall[count] = makespan(left, count, lambda job: per_job, done=done)
+    return Plan(len(jobs), len(left), critical_path(experiment), seconds[cores], seconds[1], wall)
+
+
+def format_duration(seconds):
+    seconds = int(round(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {seconds:02d} s"
+
+
+def install_stop_handlers(driver):
+    """Ctrl-C and SIGTERM (what Slurm, Kubernetes and Dask's nanny send first) ask the
+    driver to stop at a checkpoint; a second Ctrl-C stops at once. Returns the old handlers."""
+    def handler(signum, frame):
+        if driver.stopping and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        driver.stop()
+
+    return {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+
+def restore_handlers(previous):
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
