@@ -260,6 +260,10 @@ class JobsProgress:
         click.echo(f"\r[{bar:<20}] jobs {status.done}/{status.total} done, {len(status.running)} running, "
                    f"{status.waiting} waiting{self.detail} | {left}  ", nl=False, err=True)
 
+    def notice(self, message):
+        """A line of its own that the progress line does not overwrite (shown even with --quiet)."""
+        click.echo(f"\r{message}" + " " * 40, err=True)
+
     def close(self):
         if not self.quiet:
             click.echo("", err=True)
@@ -351,7 +355,7 @@ def imp(net, rounds, trials, controls, oneshot, rewind_iteration, sparse, seed, 
     executor = schedule.make_executor(workers, scheduler, job_threads)
     progress = JobsProgress(quiet, hp.iterations)
     driver = schedule.Driver(experiment, folder, executor, data, job_threads,
-                             on_status=progress.on_status, on_eval=progress.on_eval,
+                             on_status=progress.on_status, on_eval=progress.on_eval, on_notice=progress.notice,
                              on_round=lambda t, r, results: print_round(t, r, results, experiment.trials))
     click.echo(f"imp {hp.net} on {hp.dataset}: {experiment.rounds} rounds x {experiment.trials} trial(s), "
                f"{hp.iterations:,} iterations each, on {executor.description}; run folder {folder.root}")

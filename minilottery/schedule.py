@@ -23,7 +23,9 @@ its next evaluation, and the same command resumes.
 A job's result does not depend on where or in which order it runs: given the same
 threads per job (``--job-threads``), every way of running writes bit-identical files.
 """
+import ctypes
 import heapq
+import os
 import signal
 import socket
 import time
@@ -40,7 +42,10 @@ from .files import RunFileError
 # is not a passing accident (out of memory, a crash in a kernel): the driver gives up.
 MAX_POOL_BREAKS = 3
 
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 _stop_signalled = False  # a worker process was sent SIGTERM or SIGINT
+_driver_pid = None  # of a local worker process: its driver's
+_busy = False  # a job is running in this process
 _datasets = {}  # (dataset, data_dir) -> Dataset, loaded once per process
 
 
@@ -61,12 +66,22 @@ def work(root, job, job_threads=None, on_eval=None, data=None):
         threads.use_cores(job_threads)
     data = data or dataset(experiment.hp.dataset, experiment.data_dir)
     report = (lambda trainer: on_eval(job, trainer)) if on_eval else None
+    global _busy
+    _busy = True
     try:
         metrics = lottery.run_job(experiment, folder, job, data, on_eval=report,
                                   stop_requested=lambda: _stop_signalled or folder.stop_requested())
     except rundir.Interrupted:
+        if _orphaned():
+            os._exit(1)  # checkpointed, and nobody is left to tell
         return "interrupted", None
+    finally:
+        _busy = False
     return "finished", metrics
+
+
+def _orphaned():
+    return _driver_pid is not None and os.getppid() != _driver_pid
 
 
 def dataset(name, data_dir):
@@ -76,19 +91,31 @@ def dataset(name, data_dir):
     return _datasets[key]
 
 
-def _worker_setup(job_threads):
+def _worker_setup(job_threads, driver):
     """A local worker process: its share of the cores; Ctrl-C and SIGTERM ask for a checkpoint.
 
     Ctrl-C at a terminal reaches every process of the group; the driver turns it into
     RUN/.stop, which the worker sees at its next evaluation, so the worker itself only
-    has to not die of it. SIGTERM sent to a worker alone stops its job the same way.
+    has to not die of it. SIGTERM stops its job the same way, and on Linux the kernel
+    sends it when the driver dies (even of SIGKILL): no worker outlives the driver's lock.
     """
+    global _driver_pid
+    _driver_pid = driver
+
     def stop(signum, frame):
         global _stop_signalled
         _stop_signalled = True
+        if not _busy and _orphaned():
+            os._exit(1)  # an idle worker of a dead driver: nothing to checkpoint
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: a worker may outlive a killed driver
+        pass
+    if _orphaned():  # the driver died before the line above took effect
+        os._exit(1)
     threads.use_cores(job_threads)
 
 
@@ -124,7 +151,7 @@ class Processes:
 
     def _new_pool(self):
         return ProcessPoolExecutor(self.capacity, mp_context=get_context("spawn"), initializer=_worker_setup,
-                                   initargs=(self.job_threads,))
+                                   initargs=(self.job_threads, os.getpid()))
 
     def submit(self, function, *args, **kwargs):
         return self.pool.submit(function, *args, **kwargs)
@@ -156,7 +183,7 @@ class DaskExecutor:
                                         host="127.0.0.1", dashboard_address=None)
             address = self.cluster
         try:
-            self.client = Client(address, timeout="20s")
+            self.client = Client(address)  # waits distributed.comm.timeouts.connect (Dask's config)
         except OSError as error:
             raise ValueError(f"cannot reach the Dask scheduler at {address} ({error}); start one with "
                              "'dask scheduler' or use --scheduler local") from None
@@ -219,13 +246,14 @@ class Driver:
     """Runs every unfinished job of an Experiment into a RunFolder through an executor."""
 
     def __init__(self, experiment, folder, executor, data, job_threads=None, on_status=None,
-                 on_round=None, on_eval=None):
+                 on_round=None, on_eval=None, on_notice=None):
         """``data``: the dataset, loaded (and checked) by the driver; jobs in this process use it."""
         self.experiment, self.folder, self.executor, self.data = experiment, folder, executor, data
         self.job_threads = job_threads
         self.on_status = on_status or (lambda status: None)
         self.on_round = on_round or (lambda trial, round_index, results: None)
         self.on_eval = on_eval
+        self.on_notice = on_notice or (lambda message: None)
         self.stopping = False
         self.jobs = experiment.jobs()
         self.results = {}  # Job -> metrics
@@ -271,7 +299,9 @@ class Driver:
                     if breaks >= MAX_POOL_BREAKS:
                         raise RuntimeError(f"worker processes died {breaks} times in a row (last while "
                                            f"running {job}); see the system log for why") from None
-                    waiting = sorted(waiting + [job] + [j for j, _ in running.values()], key=lottery.Job.priority)
+                    again = [job] + [j for j, _ in running.values()]
+                    self.on_notice(f"a worker process died; {len(again)} job(s) run again from their checkpoints")
+                    waiting = sorted(waiting + again, key=lottery.Job.priority)
                     running.clear()
                     self.executor.restart()
                     break

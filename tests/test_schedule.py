@@ -1,0 +1,236 @@
+"""The job graph and its driver: workers, Dask, a worker killed mid-job, stops, plans (issue 10)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minilottery import datasets, files, hparams, idx, lottery, rundir, schedule
+
+COMPARED = [c for c in rundir.SUMMARY_COLUMNS if c != "wall_time_s"]
+# Dask's own setting for how long to try reaching a scheduler (the test of an unreachable one)
+ENVIRONMENT = {**os.environ, "PYTHONPATH": os.getcwd(), "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"}
+
+
+@pytest.fixture(scope="module")
+def small_mnist(tmp_path_factory):
+    """The first 6,000 training and 1,000 test images of MNIST, as a --data-dir: evaluations
+    (5,000 validation + 1,000 test images) then cost a fraction of the real ones."""
+    folder = tmp_path_factory.mktemp("small-mnist")
+    arrays = datasets.read_idx_folder(datasets.SHIPPED_MNIST)
+    for part, count in (("train", 6000), ("test", 1000)):
+        images, labels = arrays[part]
+        images_stem, labels_stem = datasets.IDX_NAMES[part]
+        idx.write_idx(folder / images_stem, images[:count])
+        idx.write_idx(folder / labels_stem, labels[:count])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny(small_mnist):
+    return ["--rounds", "2", "--trials", "2", "--controls", "both", "--iterations", "60", "--eval-every", "20",
+            "--data-dir", small_mnist, "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def longer(small_mnist):
+    return ["--rounds", "1", "--controls", "reinit", "--iterations", "600", "--eval-every", "50",
+            "--checkpoint-every", "100", "--data-dir", small_mnist, "--quiet"]
+
+
+def imp(*arguments, timeout=300):
+    return subprocess.run([sys.executable, "cli.py", "imp", *map(str, arguments)], capture_output=True, text=True,
+                          env=ENVIRONMENT, timeout=timeout)
+
+
+def start_imp(*arguments):
+    return subprocess.Popen([sys.executable, "cli.py", "imp", *map(str, arguments)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENVIRONMENT)
+
+
+def summary(root):
+    return [{k: row[k] for k in COMPARED} for row in files.read_csv(Path(root) / "summary.csv")]
+
+
+def assert_same_run(a, b):
+    """The same summary (every column but wall time) and bit-identical final weights."""
+    assert summary(a) == summary(b)
+    finals = sorted(Path(a).glob("trial*/round*/*/final.npz"))
+    assert len(finals) == len(summary(a))
+    for path in finals:
+        mine, theirs = rundir.read_weights(path), rundir.read_weights(Path(b) / path.relative_to(a))
+        assert mine.keys() == theirs.keys()
+        for name in mine:
+            np.testing.assert_array_equal(mine[name], theirs[name], err_msg=f"{path}: {name}")
+
+
+@pytest.fixture(scope="module")
+def one_at_a_time(tmp_path_factory, tiny):
+    root = tmp_path_factory.mktemp("serial") / "run"
+    result = imp(*tiny, "--workers", "1", "--job-threads", "1", "--out", root)
+    assert result.returncode == 0, result.stderr
+    assert len(summary(root)) == 2 * (2 + 3 + 3)  # per trial: round 0 ticket+reinit, then 3 branches a round
+    return root
+
+
+def test_two_worker_processes_write_the_same_files(one_at_a_time, tiny, tmp_path):
+    result = imp(*tiny, "--workers", "2", "--out", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    assert "2 worker processes, 1 thread(s) each" in result.stdout
+    assert_same_run(one_at_a_time, tmp_path / "run")
+
+
+def test_a_dask_local_cluster_writes_the_same_files(one_at_a_time, tiny, tmp_path):
+    pytest.importorskip("distributed")
+    result = imp(*tiny, "--scheduler", "local", "--workers", "2", "--out", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    assert "on Dask at tcp://127.0.0.1:" in result.stdout
+    assert_same_run(one_at_a_time, tmp_path / "run")
+
+
+@pytest.fixture(scope="module")
+def longer_one_at_a_time(tmp_path_factory, longer):
+    root = tmp_path_factory.mktemp("longer") / "run"
+    result = imp(*longer, "--workers", "1", "--job-threads", "1", "--out", root)
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+def worker_processes(driver_pid):
+    """The spawned pool workers among a process's children (not multiprocessing's resource tracker)."""
+    children = Path(f"/proc/{driver_pid}/task/{driver_pid}/children").read_text().split()
+    workers = []
+    for pid in children:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except FileNotFoundError:
+            continue
+        if b"spawn_main" in command and b"resource_tracker" not in command:
+            workers.append(int(pid))
+    return workers
+
+
+def alive(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def wait_for(condition, seconds=120):
+    deadline = time.time() + seconds
+    while not condition():
+        if time.time() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_a_worker_killed_mid_job_costs_only_a_retry(longer_one_at_a_time, longer, tmp_path):
+    driver = start_imp(*longer, "--workers", "2", "--out", tmp_path / "run")
+    checkpoints = lambda: list((tmp_path / "run").glob("trial0/round00/*/checkpoint.npz"))  # noqa: E731
+    assert wait_for(lambda: checkpoints() or driver.poll() is not None), "no job reached a checkpoint"
+    victims = worker_processes(driver.pid)
+    assert victims, "the driver has no worker processes"
+    os.kill(victims[0], signal.SIGKILL)
+    out, err = driver.communicate(timeout=300)
+    assert driver.returncode == 0, err
+    assert "a worker process died;" in err and "run again from their checkpoints" in err
+    assert not any((tmp_path / "run").glob("trial*/round*/*/checkpoint.npz"))
+    assert_same_run(longer_one_at_a_time, tmp_path / "run")
+
+
+def test_ctrl_c_with_workers_checkpoints_every_running_job_and_the_rerun_finishes(longer_one_at_a_time, longer,
+                                                                                   tmp_path):
+    driver = start_imp(*longer, "--workers", "2", "--out", tmp_path / "run")
+    assert wait_for(lambda: len(list((tmp_path / "run").glob("trial0/round00/*/curve.json"))) == 0
+                    and len(list((tmp_path / "run").glob("trial0/round00/*/mask.npz"))) == 2)
+    time.sleep(1.0)
+    driver.send_signal(signal.SIGINT)  # the driver alone: the workers hear of it through RUN/.stop
+    out, err = driver.communicate(timeout=120)
+    assert driver.returncode == 1 and "Traceback" not in err
+    assert "resume with: python cli.py imp --resume" in err
+    assert not (tmp_path / "run" / ".stop").exists()
+    assert len(list((tmp_path / "run").glob("trial0/round00/*/checkpoint.npz"))) == 2
+    rerun = imp(*longer, "--workers", "2", "--out", tmp_path / "run")
+    assert rerun.returncode == 0, rerun.stderr
+    assert_same_run(longer_one_at_a_time, tmp_path / "run")
+
+
+def test_a_second_driver_on_a_running_folder_gets_one_line(longer, tmp_path):
+    driver = start_imp(*longer, "--iterations", "50000", "--workers", "2", "--out", tmp_path / "run")
+    try:
+        assert wait_for(lambda: len(list((tmp_path / "run").glob("trial0/round00/*/mask.npz"))) == 2)
+        workers = worker_processes(driver.pid)
+        assert len(workers) == 2
+        second = imp(*longer, "--workers", "2", "--out", tmp_path / "run")
+        assert second.returncode == 1 and "Traceback" not in second.stderr
+        assert "in use by another minilottery process" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+    finally:
+        driver.kill()  # SIGKILL: its workers must not outlive it
+        driver.wait()
+    assert wait_for(lambda: not any(alive(pid) for pid in workers), 30), "workers outlived their driver"
+
+
+def test_a_job_that_fails_on_a_worker_is_one_line(small_mnist, tmp_path):
+    result = imp("--rounds", "0", "--iterations", "50", "--lr", "1e6", "--optimizer", "sgd", "--workers", "2",
+                 "--data-dir", small_mnist, "--quiet", "--out", tmp_path / "run")
+    assert result.returncode == 1 and "diverged" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_worker_that_cannot_see_the_run_folder_says_so(tmp_path):
+    with pytest.raises(files.RunFileError, match="cannot see the run folder .* storage every worker mounts"):
+        schedule.work(str(tmp_path / "elsewhere"), lottery.Job(0, 0, "ticket"))
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--workers", "0"], "--workers must be at least 1"),
+    (["--job-threads", "0"], "--job-threads must be at least 1"),
+    (["--scheduler", "tcp://127.0.0.1:1"], "cannot reach the Dask scheduler at tcp://127.0.0.1:1"),
+])
+def test_bad_executor_options_are_one_line(tmp_path, arguments, message):
+    result = imp("--rounds", "0", "--iterations", "20", "--quiet", "--out", tmp_path / "run", *arguments)
+    assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def experiment(**changes):
+    return lottery.Experiment(hparams.Hyperparameters(), **changes)
+
+
+def test_the_graph_needs_only_the_last_rounds_ticket():
+    jobs = experiment(rounds=2, trials=2, controls=("reinit", "random"), oneshot=True).jobs()
+    assert len(jobs) == 2 * (2 + 4 + 4)
+    for job in jobs:
+        assert job.needs() == ([] if job.round == 0 else [lottery.Job(job.trial, job.round - 1, "ticket")])
+    assert jobs[:4] == [lottery.Job(0, 0, "ticket"), lottery.Job(1, 0, "ticket"),
+                        lottery.Job(0, 0, "reinit"), lottery.Job(1, 0, "reinit")]
+
+
+@pytest.mark.parametrize("workers, expected", [(1, 6), (2, 3), (64, 3)])
+def test_makespan_of_one_trial_with_its_control(workers, expected):
+    jobs = experiment(rounds=2, controls=("reinit",)).jobs()  # ticket and reinit at rounds 0, 1, 2
+    assert schedule.makespan(jobs, workers, lambda job: 1.0) == expected
+
+
+def test_makespan_is_floored_by_the_critical_path_and_counts_running_jobs():
+    e = experiment(rounds=15, trials=5, controls=("reinit",))
+    jobs = e.jobs()
+    assert schedule.makespan(jobs, 1000, lambda job: 2.0) == 2.0 * schedule.critical_path(e)
+    assert schedule.makespan(jobs, 1, lambda job: 2.0) == 2.0 * len(jobs)
+    first = lottery.Job(0, 0, "ticket")
+    rest = [job for job in jobs if job != first]
+    assert schedule.makespan(rest, 1, lambda job: 2.0, running={first: 0.5}) == 0.5 + 2.0 * len(rest)
+
+
+def test_plan_trains_nothing_and_prints_the_wall_time_per_worker_count(tmp_path):
+    result = imp("--rounds", "3", "--trials", "2", "--iterations", "1000", "--plan", "--out", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    assert "jobs: 16 (16 not finished); critical path: 4 trainings" in result.stdout
+    rows = [line.split() for line in result.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert [row[0] for row in rows] == ["1", "2", "8", "32", "128"]
+    assert not (tmp_path / "run").exists()
