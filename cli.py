@@ -74,7 +74,11 @@ def resolve_hyperparameters(net, options):
         if value is None:
             continue
         if isinstance(getattr(hp, name), tuple):
-            value = tuple(int(v) if name == "milestones" else v.strip() for v in value.split(",") if v.strip())
+            try:
+                value = tuple(int(v) if name == "milestones" else v.strip() for v in value.split(",") if v.strip())
+            except ValueError:
+                raise ValueError(f"--{name} takes comma-separated iterations such as 20000,25000, "
+                                 f"got {value!r}") from None
         if name.startswith("rate_") and not 0 < value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be between 0 and 1 (exclusive), got {value}; "
                              "to leave a kind of layer dense use --unpruned")
@@ -257,8 +261,9 @@ class JobsProgress:
         done = status.done + (fraction if status.running else 0)
         bar = "#" * int(20 * done / max(status.total, 1))
         left = "estimating" if status.seconds_left is None else f"{format_eta(status.seconds_left)} left"
+        detail = self.detail or "".join(f" | t{job.trial} r{job.round} {job.branch}" for job in status.running[:3])
         click.echo(f"\r[{bar:<20}] jobs {status.done}/{status.total} done, {len(status.running)} running, "
-                   f"{status.waiting} waiting{self.detail} | {left}  ", nl=False, err=True)
+                   f"{status.waiting} waiting{detail} | {left}  ", nl=False, err=True)
 
     def notice(self, message):
         """A line of its own that the progress line does not overwrite (shown even with --quiet)."""
@@ -333,7 +338,8 @@ def imp(net, rounds, trials, controls, oneshot, rewind_iteration, sparse, seed, 
     """
     from minilottery import datasets, lottery, rundir, schedule
     if resume_dir:
-        experiment = lottery.Experiment.from_config(rundir.RunFolder(resume_dir).config())
+        resumed = rundir.RunFolder(resume_dir)
+        experiment = lottery.Experiment.from_config(resumed.config(), resumed.root / "config.json")
         out = resume_dir
     else:
         hp = resolve_hyperparameters(net, options)

@@ -182,6 +182,7 @@ CIFAR_FOLDER = "cifar-10-batches-bin"  # what the archive unpacks to
 CIFAR_TRAIN = [f"data_batch_{i}.bin" for i in range(1, 6)]
 CIFAR_TEST = ["test_batch.bin"]
 CIFAR_RECORD = 1 + 3 * 32 * 32  # a label byte, then the red, green and blue 32x32 planes
+CIFAR_BATCH = 10_000  # records in each of the five training batches and the test batch
 
 
 def find_cifar_batches(folder):
@@ -201,6 +202,9 @@ def read_cifar_batches(paths):
             raise DataFileError(f"{path}: {raw.size:,} bytes is not a whole number of "
                                 f"{CIFAR_RECORD}-byte records; the file is truncated or not "
                                 "a CIFAR-10 binary batch")
+        if raw.size != CIFAR_BATCH * CIFAR_RECORD:
+            raise DataFileError(f"{path}: holds {raw.size // CIFAR_RECORD:,} records, a CIFAR-10 batch holds "
+                                f"{CIFAR_BATCH:,}; the file is truncated or not a CIFAR-10 binary batch")
         records.append(raw.reshape(-1, CIFAR_RECORD))
     records = np.concatenate(records)
     labels = records[:, 0].astype(np.int64)

@@ -6,6 +6,7 @@ the old file or the new one, never half of one. NPZ files are read with
 ``allow_pickle=False``: a run folder never executes code when loaded.
 """
 import csv
+import errno
 import io
 import json
 import os
@@ -28,7 +29,10 @@ def _umask():
 def atomic_write_bytes(path, payload):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise RunFileError(f"{path}: cannot write ({error.strerror}); {_what_to_do(error)}") from None
     os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
     try:
         with os.fdopen(handle, "wb") as f:
@@ -36,10 +40,18 @@ def atomic_write_bytes(path, payload):
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(temporary):
             os.unlink(temporary)
+        if isinstance(error, OSError):  # disk full, quota, read-only: the old file is still whole
+            raise RunFileError(f"{path}: cannot write ({error.strerror}); {_what_to_do(error)}") from None
         raise
+
+
+def _what_to_do(error):
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free some space and run the same command again: finished results are kept"
+    return "check the folder's permissions, or choose another --out"
 
 
 def write_json(path, value):

@@ -19,6 +19,9 @@ Every default lives here and only here; the command line mirrors these fields
 from dataclasses import asdict, dataclass, field, fields, replace
 
 
+KINDS = ("conv", "fc", "output", "shortcut")  # the kinds of prunable weight (nets.Network.kinds)
+
+
 @dataclass
 class Hyperparameters:
     net: str = "lenet"
@@ -76,6 +79,9 @@ class Hyperparameters:
             (self.pruning in ("layerwise", "global"),
              f"unknown pruning {self.pruning!r}; choose layerwise or global"),
         ]
+        unknown = [kind for kind in self.unpruned if kind not in KINDS]
+        checks.append((not unknown, f"unknown kind of layer {unknown[0]!r} in unpruned; choose from "
+                                    f"{', '.join(KINDS)}" if unknown else ""))
         for rate_name in ("rate_conv", "rate_fc", "rate_output"):
             rate = getattr(self, rate_name)
             checks.append((0 <= rate < 1, f"{rate_name.replace('_', ' ')} must be in [0, 1), got {rate}"))

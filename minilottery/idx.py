@@ -83,14 +83,25 @@ def write_idx(path, array):
         f.write(payload)
 
 
-def read_image_label_pair(images_path, labels_path):
-    """Read an images file (N, H, W) and its labels file (N,) and check they belong together."""
+def read_image_label_pair(images_path, labels_path, classes=10):
+    """Read an images file (N, H, W) of bytes and its labels file (N,) of classes 0..classes-1,
+    and check they belong together. The kernels index by label, so a label out of range
+    must stop here, never reach them."""
     images = read_idx(images_path)
     labels = read_idx(labels_path)
     if images.ndim != 3:
         raise DataFileError(f"{images_path}: expected 3 dimensions (N, H, W), found shape {images.shape}")
+    if images.dtype != np.uint8:
+        raise DataFileError(f"{images_path}: pixels are {images.dtype}, expected unsigned bytes (IDX type "
+                            "0x08) as in MNIST; convert the images to 0..255 bytes")
     if labels.ndim != 1:
         raise DataFileError(f"{labels_path}: expected 1 dimension (N,), found shape {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataFileError(f"{labels_path}: labels are {labels.dtype}, expected integers 0..{classes - 1}")
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        bad = labels[(labels < 0) | (labels >= classes)][0]
+        raise DataFileError(f"{labels_path}: label {bad} found, a {classes}-class dataset has 0..{classes - 1}; "
+                            "the file is damaged or belongs to another dataset")
     if len(images) != len(labels):
         raise DataFileError(f"{images_path} has {len(images):,} images but {labels_path} has "
                             f"{len(labels):,} labels; the two files do not belong together")

@@ -33,6 +33,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from . import hparams, nets, pruning, rundir
+from .files import RunFileError
 from .masks import Mask
 from .train import Trainer
 
@@ -83,11 +84,17 @@ class Experiment:
                 "versions": rundir.versions()}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config, path="config.json"):
+        """The experiment a config.json describes; RunFileError naming ``path`` if it cannot."""
         names = {f.name for f in fields(cls)} - {"hp"}
-        values = {name: config[name] for name in names if name in config}
-        values["controls"] = tuple(values.get("controls", ()))
-        return cls(hparams.Hyperparameters.from_dict(config["hyperparameters"]), **values)
+        try:
+            values = {name: config[name] for name in names if name in config}
+            values["controls"] = tuple(values.get("controls", ()))
+            experiment = cls(hparams.Hyperparameters.from_dict(config["hyperparameters"]), **values)
+            return experiment.validate()
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
+            raise RunFileError(f"{path}: damaged ({type(error).__name__}: {error}); restore it, or start "
+                               "the run again in another folder") from None
 
     def branches(self, round_index):
         """The branches trained at a round, in order."""

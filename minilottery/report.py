@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import files
+from .train import Curve
 
 BRANCHES = ("ticket", "reinit", "random", "oneshot")
 BRANCH_LABELS = {"ticket": "winning ticket", "reinit": "random reinit", "random": "random pruning",
@@ -88,7 +89,7 @@ class RunResults:
 
     def curves(self, branch, round_index):
         """The training curves (curve.json) of ``branch`` at ``round_index``, one per finished trial."""
-        return [files.read_json(self.root / f"trial{t}" / f"round{r:02d}" / b / "curve.json")
+        return [read_curve(self.root / f"trial{t}" / f"round{r:02d}" / b / "curve.json")
                 for (t, r, b) in sorted(self.metrics) if b == branch and r == round_index]
 
     def title(self):
@@ -97,6 +98,17 @@ class RunResults:
         return (f"{NET_NAMES.get(self.hp['net'], self.hp['net'])} on "
                 f"{DATASET_NAMES.get(self.hp['dataset'], self.hp['dataset'])}, "
                 f"{trials} trial{'s' if trials != 1 else ''}")
+
+
+def read_curve(path):
+    """A curve.json, checked to hold every series of ``train.Curve``, all of one length."""
+    curve = files.read_json(path)
+    keys = Curve().to_dict()
+    if not isinstance(curve, dict) or any(not isinstance(curve.get(k), list) for k in keys) or \
+            len({len(curve[k]) for k in keys}) != 1:
+        raise files.RunFileError(f"{path}: damaged (not the series {', '.join(keys)} of one length); "
+                                 "delete the branch's metrics.json to train it again")
+    return curve
 
 
 def load_run(root):

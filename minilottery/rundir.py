@@ -40,6 +40,7 @@ SUMMARY_COLUMNS = ["trial", "round", "branch", "pm", "early_stop_iteration", "te
 HELD_LOCKS = {}  # run folder -> the open, flock()ed lock file of this process
 EXTENDABLE = ("rounds", "trials", "controls", "oneshot", "checkpoint_every", "data_dir", "sparse")
 BRANCH_ORDER = {"ticket": 0, "reinit": 1, "random": 2, "oneshot": 3}
+METRICS_KEYS = ["trial", "round", "branch", "pm", "early_stop_iteration", "test_accuracy_at_early_stop"]
 
 
 class Interrupted(Exception):
@@ -100,7 +101,7 @@ class RunFolder:
         """Write config.json, or check that an existing one agrees with ``config``."""
         path = self.root / "config.json"
         if path.exists():
-            old = files.read_json(path)
+            old = self.config()
             for key in sorted(set(old) | set(config)):
                 if key in EXTENDABLE or key == "versions":
                     continue
@@ -113,7 +114,12 @@ class RunFolder:
         return config
 
     def config(self):
-        return files.read_json(self.root / "config.json")
+        path = self.root / "config.json"
+        config = files.read_json(path)
+        if not isinstance(config, dict) or not isinstance(config.get("hyperparameters"), dict):
+            raise files.RunFileError(f"{path}: damaged (KeyError: no hyperparameters); restore it, or start "
+                                     "the run again in another folder")
+        return config
 
     def trial(self, trial):
         return self.root / f"trial{trial}"
@@ -167,7 +173,12 @@ class BranchFolder:
         return (self.path / "metrics.json").exists()
 
     def metrics(self):
-        return files.read_json(self.path / "metrics.json")
+        path = self.path / "metrics.json"
+        metrics = files.read_json(path)
+        missing = [key for key in METRICS_KEYS if key not in metrics] if isinstance(metrics, dict) else ["all"]
+        if missing:
+            raise files.RunFileError(f"{path}: damaged (no {missing[0]}); delete it to train the branch again")
+        return metrics
 
     def mask(self, like=None):
         return Mask.load(self.path / "mask.npz", like=like)
@@ -197,8 +208,12 @@ class BranchFolder:
         elapsed = 0.0
         if checkpoint.exists():
             arrays, info = load_checkpoint(checkpoint)
-            trainer.load_state(arrays, info)
-            elapsed = info["elapsed"]
+            try:
+                trainer.load_state(arrays, info)
+                elapsed = float(info["elapsed"])
+            except (KeyError, ValueError, TypeError) as error:
+                raise files.RunFileError(f"{checkpoint}: damaged ({type(error).__name__}: {error}); delete it "
+                                         "to train this branch again from its start") from None
         began = time.perf_counter()
 
         def save(t):
@@ -257,5 +272,9 @@ def save_checkpoint(path, arrays, info):
 
 def load_checkpoint(path):
     arrays = files.read_npz(path)
-    info = json.loads(arrays.pop("info_json").tobytes().decode())
+    try:
+        info = json.loads(arrays.pop("info_json").tobytes().decode())
+    except (KeyError, ValueError) as error:
+        raise files.RunFileError(f"{path}: damaged checkpoint ({type(error).__name__}: {error}); delete it "
+                                 "to train this branch again from its start") from None
     return arrays, info

@@ -62,7 +62,7 @@ def work(root, job, job_threads=None, on_eval=None, data=None):
     if not (folder.root / "config.json").exists():
         raise RunFileError(f"{socket.gethostname()} cannot see the run folder {folder.root} (no config.json "
                            "there); put the run folder on storage every worker mounts and pass it as --out")
-    experiment = lottery.Experiment.from_config(folder.config())
+    experiment = lottery.Experiment.from_config(folder.config(), folder.root / "config.json")
     if job_threads:
         threads.use_cores(job_threads)
     _undo_malloc_trim()

@@ -19,6 +19,32 @@ def mnist():
     return datasets.load("mnist")
 
 
+@pytest.fixture(scope="session")
+def small_mnist(tmp_path_factory):
+    """The first 6,000 training and 1,000 test images of MNIST, as a --data-dir: evaluations
+    (5,000 validation + 1,000 test images) then cost a fraction of the real ones."""
+    from minilottery import datasets, idx
+    folder = tmp_path_factory.mktemp("small-mnist")
+    arrays = datasets.read_idx_folder(datasets.SHIPPED_MNIST)
+    for part, count in (("train", 6000), ("test", 1000)):
+        images, labels = arrays[part]
+        images_stem, labels_stem = datasets.IDX_NAMES[part]
+        idx.write_idx(folder / images_stem, images[:count])
+        idx.write_idx(folder / labels_stem, labels[:count])
+    return folder
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The tally of the fault matrix (tests/test_faults.py), so that it can be read off a CI log."""
+    outcomes = {key: [r for r in terminalreporter.stats.get(key, [])
+                      if getattr(r, "when", "") == "call" and "test_faults.py" in r.nodeid]
+                for key in ("passed", "failed")}
+    tried = len(outcomes["passed"]) + len(outcomes["failed"])
+    if tried:
+        terminalreporter.write_line(f"fault matrix: {tried} faults and bad inputs tried, {len(outcomes['passed'])} "
+                                    f"handled with nothing lost, {len(outcomes['failed'])} not")
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

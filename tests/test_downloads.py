@@ -100,12 +100,20 @@ def leftovers(folder):
 
 # ---------------------------------------------------------------- tiny datasets
 
-def tiny_cifar(seed=0, per_batch=4, test=3):
+TINY_BATCH = 4  # records per tiny batch file, in place of CIFAR-10's 10,000
+
+
+@pytest.fixture(autouse=True)
+def tiny_cifar_batches(monkeypatch):
+    monkeypatch.setattr(downloads, "CIFAR_BATCH", TINY_BATCH)
+
+
+def tiny_cifar(seed=0, per_batch=TINY_BATCH):
     """Records of each batch file: (labels (n,) uint8, pixels (n, 3, 32, 32) uint8)."""
     rng = np.random.default_rng(seed)
     batches = {}
     for file in CIFAR_FILES:
-        n = test if file in downloads.CIFAR_TEST else per_batch
+        n = per_batch
         batches[file] = (rng.integers(0, 10, n, dtype=np.uint8),
                          rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8))
     return batches
@@ -160,7 +168,7 @@ def test_cifar10_is_downloaded_verified_extracted_and_cached(server, cache, monk
     assert "downloading cifar-10-binary.tar.gz" in capsys.readouterr().err
 
     assert data.x_train.shape == (15, 3, 32, 32) and data.x_val.shape == (5, 3, 32, 32)
-    assert data.x_test.shape == (3, 3, 32, 32) and data.input_shape == (3, 32, 32)
+    assert data.x_test.shape == (4, 3, 32, 32) and data.input_shape == (3, 32, 32)
     assert data.x_train.dtype == np.float32 and data.y_train.dtype == np.int64
     # The split is the datasets module's fixed permutation of the 20 training records.
     labels = np.concatenate([batches[file][0] for file in downloads.CIFAR_TRAIN])
@@ -206,6 +214,16 @@ def test_cifar10_refuses_a_batch_file_that_is_not_whole_records(tmp_path):
     with open(folder / "data_batch_3.bin", "ab") as f:
         f.write(b"\0" * 100)
     with pytest.raises(DataFileError, match="data_batch_3.bin: 12,392 bytes is not a whole number"):
+        downloads.load_cifar10(tmp_path, validation_size=5)
+
+
+def test_cifar10_refuses_a_batch_of_the_wrong_size(tmp_path):
+    folder = tmp_path / downloads.CIFAR_FOLDER
+    folder.mkdir()
+    for file, (labels, pixels) in tiny_cifar().items():
+        keep = 3 if file == "data_batch_2.bin" else TINY_BATCH
+        (folder / file).write_bytes(cifar_bytes(labels[:keep], pixels[:keep]))
+    with pytest.raises(DataFileError, match="data_batch_2.bin: holds 3 records, a CIFAR-10 batch holds 4"):
         downloads.load_cifar10(tmp_path, validation_size=5)
 
 
@@ -293,7 +311,7 @@ def test_a_wrong_checksum_keeps_nothing(server, cache, monkeypatch, tmp_path):
                                           ("reset", "closed after|interrupted"),
                                           ("no-length", "SHA-256")])
 def test_a_broken_download_keeps_nothing(server, cache, monkeypatch, how, message):
-    archive = cifar_archive(tiny_cifar(per_batch=2, test=2))
+    archive = cifar_archive(tiny_cifar(per_batch=2))
     serve(monkeypatch, server, "cifar10", {downloads.CIFAR_ARCHIVE: archive})
     server.behaviour[downloads.CIFAR_ARCHIVE] = how
     with pytest.raises(DataFileError, match=message):

@@ -9,25 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minilottery import datasets, files, hparams, idx, lottery, rundir, schedule
+from minilottery import files, hparams, lottery, rundir, schedule
 
 COMPARED = [c for c in rundir.SUMMARY_COLUMNS if c != "wall_time_s"]
 # Dask's own setting for how long to try reaching a scheduler (the test of an unreachable one)
 ENVIRONMENT = {**os.environ, "PYTHONPATH": os.getcwd(), "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"}
-
-
-@pytest.fixture(scope="module")
-def small_mnist(tmp_path_factory):
-    """The first 6,000 training and 1,000 test images of MNIST, as a --data-dir: evaluations
-    (5,000 validation + 1,000 test images) then cost a fraction of the real ones."""
-    folder = tmp_path_factory.mktemp("small-mnist")
-    arrays = datasets.read_idx_folder(datasets.SHIPPED_MNIST)
-    for part, count in (("train", 6000), ("test", 1000)):
-        images, labels = arrays[part]
-        images_stem, labels_stem = datasets.IDX_NAMES[part]
-        idx.write_idx(folder / images_stem, images[:count])
-        idx.write_idx(folder / labels_stem, labels[:count])
-    return folder
 
 
 @pytest.fixture(scope="module")
