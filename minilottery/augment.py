@@ -7,7 +7,7 @@ the standard CIFAR recipe: every training image, independently,
 * is cropped back to 32x32 at an offset (dy, dx) drawn uniformly from 0..2·pad,
 * is mirrored left-right with probability 1/2.
 
-The images reaching here are already normalised (``downloads.load_cifar10``), so the
+The images reaching here are already normalised (``datasets.load_cifar10``), so the
 zero padding is the training-set mean colour rather than black.
 
 ``flip_and_crop`` draws the random choices from a NumPy ``Generator`` (so a run's

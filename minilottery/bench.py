@@ -72,6 +72,21 @@ def measure(net_name, density=1.0, iterations=500, repeats=5, data=None, hp=None
             "sparse_layers": sparse_layers, "train_samples_per_s": train_rate, "eval_samples_per_s": eval_rate}
 
 
+def describe(results, compared):
+    """Lines of ``bench``'s report; with ``compared``, results come in pairs (mode, off)."""
+    lines = []
+    for index, r in enumerate(results):
+        layers = ",".join(r["sparse_layers"]) or "none"
+        lines.append(f"{r['net']} density {r['density']:.4f} batch {r['batch_size']} sparse {r['sparse']} "
+                     f"(sparse layers: {layers}): train {r['train_samples_per_s']:,.0f} samples/s, "
+                     f"eval {r['eval_samples_per_s']:,.0f} samples/s")
+        if compared and index % 2 == 1:  # the pair (--sparse MODE, off) at one density
+            mine = results[index - 1]
+            lines.append(f"    {mine['sparse']} / off: train x{mine['train_samples_per_s'] / r['train_samples_per_s']:.2f}, "
+                         f"eval x{mine['eval_samples_per_s'] / r['eval_samples_per_s']:.2f}")
+    return lines
+
+
 def net_input_shape(net_name):
     return datasets.IMAGE_SHAPES[hparams.defaults(net_name).dataset]
 

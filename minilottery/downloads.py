@@ -1,12 +1,10 @@
-"""Fashion-MNIST and CIFAR-10, downloaded on first use and split as in the paper.
+"""Fetching Fashion-MNIST and CIFAR-10 on first use: download, verify, extract.
 
-The paper trains Conv-2/4/6, Resnet-18 and VGG-19 on CIFAR-10 (Krizhevsky 2009), with
-5,000 of the 50,000 training images held out for validation (45K train, 5K validation,
-10K test; Appendix C and H). Fashion-MNIST (Xiao, Rasul and Vollgraf 2017) is a
-drop-in harder MNIST, same IDX files and sizes, for Lenet. Neither ships with
-minilottery; each loader reads a folder you name (``--data-dir``), or else a cache
-folder (``datasets.data_dir_from_env``: $MINILOTTERY_DATA or ~/.cache/minilottery,
-then the dataset's name) that it fills from the official URLs the first time.
+Neither ships with minilottery (datasets.py reads them). ``fashion_mnist_folder`` and
+``cifar10_folder`` return the folder that holds a dataset's files: a folder you name
+(``--data-dir``), or else a cache folder (``cache_folder``: $MINILOTTERY_DATA or
+~/.cache/minilottery, then the dataset's name) that they fill from the official URLs
+the first time.
 
 A download is written to a hidden temporary file beside its destination, checked
 against the byte count the server announced and against the SHA-256 in ``SOURCES``,
@@ -29,9 +27,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import numpy as np
 
-from . import datasets
 from .idx import DataFileError
 
 TIMEOUT = 60  # seconds of silence from the server before a download counts as dropped
@@ -135,6 +131,12 @@ def how_to_get(name, folder, reason):
             f"minilottery and works offline")
 
 
+def cache_folder(name):
+    """Where downloaded datasets are kept: $MINILOTTERY_DATA or ~/.cache/minilottery, then the name."""
+    root = os.environ.get("MINILOTTERY_DATA") or Path.home() / ".cache" / "minilottery"
+    return Path(root) / name
+
+
 def locate(name, data_dir, present):
     """The folder holding ``name``'s files: ``data_dir`` as given, or the cache, filled if need be.
 
@@ -145,7 +147,7 @@ def locate(name, data_dir, present):
         if not present(folder):
             raise DataFileError(how_to_get(name, folder, f"its files are not in {folder}"))
         return folder
-    folder = datasets.data_dir_from_env(name)
+    folder = cache_folder(name)
     if not present(folder):
         source = SOURCES[name]
         for file, sha256 in source.sha256.items():
@@ -159,30 +161,38 @@ def locate(name, data_dir, present):
     return folder
 
 
-# ---------------------------------------------------------------- Fashion-MNIST
-
-def load_fashion_mnist(data_dir=None, validation_size=datasets.VALIDATION_SIZE):
-    """Fashion-MNIST: 60K/10K grey 28x28 images in MNIST's IDX format; pixels / 255 like MNIST."""
-    def present(folder):
-        stems = [stem for pair in datasets.IDX_NAMES.values() for stem in pair]
-        return all((folder / stem).exists() or (folder / (stem + ".gz")).exists() for stem in stems)
-
-    arrays = datasets.read_idx_folder(locate("fashion-mnist", data_dir, present))
-    (x, y), (x_test, y_test) = arrays["train"], arrays["test"]
-    x_train, y_train, x_val, y_val = datasets.split_validation(
-        datasets.as_images(x), y.astype(np.int64), validation_size)
-    return datasets.Dataset("fashion-mnist", x_train, y_train, x_val, y_val,
-                            datasets.as_images(x_test), y_test.astype(np.int64))
-
-
 # ---------------------------------------------------------------- CIFAR-10
 
+FASHION_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"]  # MNIST's names
 CIFAR_ARCHIVE = "cifar-10-binary.tar.gz"
 CIFAR_FOLDER = "cifar-10-batches-bin"  # what the archive unpacks to
 CIFAR_TRAIN = [f"data_batch_{i}.bin" for i in range(1, 6)]
 CIFAR_TEST = ["test_batch.bin"]
-CIFAR_RECORD = 1 + 3 * 32 * 32  # a label byte, then the red, green and blue 32x32 planes
-CIFAR_BATCH = 10_000  # records in each of the five training batches and the test batch
+
+
+def fashion_mnist_folder(data_dir=None):
+    """The folder with Fashion-MNIST's four IDX files (MNIST's names), fetched if need be."""
+    def present(folder):
+        return all((folder / stem).exists() or (folder / (stem + ".gz")).exists() for stem in FASHION_FILES)
+
+    return locate("fashion-mnist", data_dir, present)
+
+
+def cifar10_folder(data_dir=None):
+    """The folder with CIFAR-10's six binary batch files, fetched and extracted if need be."""
+    def present(folder):
+        return find_cifar_batches(folder) is not None or (folder / CIFAR_ARCHIVE).is_file()
+
+    folder = locate("cifar10", data_dir, present)
+    batches = find_cifar_batches(folder)
+    if batches is None:
+        extract_tar(folder / CIFAR_ARCHIVE, folder)
+        batches = find_cifar_batches(folder)
+        if batches is None:
+            raise DataFileError(f"{folder / CIFAR_ARCHIVE} holds no {CIFAR_FOLDER}/ with "
+                                f"{', '.join(CIFAR_TRAIN + CIFAR_TEST)}")
+    return batches
 
 
 def find_cifar_batches(folder):
@@ -191,28 +201,6 @@ def find_cifar_batches(folder):
         if all((candidate / file).is_file() for file in CIFAR_TRAIN + CIFAR_TEST):
             return candidate
     return None
-
-
-def read_cifar_batches(paths):
-    """Images (N, 3, 32, 32) uint8 and labels (N,) int64 from CIFAR-10 binary batch files."""
-    records = []
-    for path in paths:
-        raw = np.fromfile(path, dtype=np.uint8)
-        if raw.size == 0 or raw.size % CIFAR_RECORD:
-            raise DataFileError(f"{path}: {raw.size:,} bytes is not a whole number of "
-                                f"{CIFAR_RECORD}-byte records; the file is truncated or not "
-                                "a CIFAR-10 binary batch")
-        if raw.size != CIFAR_BATCH * CIFAR_RECORD:
-            raise DataFileError(f"{path}: holds {raw.size // CIFAR_RECORD:,} records, a CIFAR-10 batch holds "
-                                f"{CIFAR_BATCH:,}; the file is truncated or not a CIFAR-10 binary batch")
-        records.append(raw.reshape(-1, CIFAR_RECORD))
-    records = np.concatenate(records)
-    labels = records[:, 0].astype(np.int64)
-    if labels.max() > 9:
-        raise DataFileError(f"{paths[0].parent}: label {labels.max()} found, CIFAR-10 has 0..9; "
-                            "these are not CIFAR-10 batch files")
-    # Each record stores whole colour planes one after another, which is already NCHW.
-    return records[:, 1:].reshape(-1, 3, 32, 32), labels
 
 
 def check_tar_member(member, archive):
@@ -265,55 +253,3 @@ def extract_tar(archive, folder):
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def channel_statistics(images):
-    """Per-channel mean and standard deviation of uint8 images (N, 3, H, W), in [0, 1] units.
-
-    Counting the 256 pixel values per channel gives exact statistics without a
-    float copy of the training set.
-    """
-    values = np.arange(256) / 255.0
-    mean, std = np.empty(3), np.empty(3)
-    for channel in range(3):
-        counts = np.bincount(images[:, channel].ravel(), minlength=256)
-        mean[channel] = counts @ values / counts.sum()
-        std[channel] = np.sqrt(counts @ (values - mean[channel]) ** 2 / counts.sum())
-    return mean, std
-
-
-def load_cifar10(data_dir=None, validation_size=datasets.VALIDATION_SIZE):
-    """CIFAR-10: 50K/10K colour 32x32 images in 10 classes, normalised per channel.
-
-    Each channel has the training split's mean subtracted and is divided by its
-    standard deviation, both computed on the 45K images left after holding out the
-    validation set (never on validation or test images). On the full 50K training set
-    they are mean (0.4914, 0.4822, 0.4465) and std (0.2470, 0.2435, 0.2616) for red,
-    green and blue; the 45K split agrees to about three decimals.
-    """
-    def present(folder):
-        return find_cifar_batches(folder) is not None or (folder / CIFAR_ARCHIVE).is_file()
-
-    folder = locate("cifar10", data_dir, present)
-    batches = find_cifar_batches(folder)
-    if batches is None:
-        extract_tar(folder / CIFAR_ARCHIVE, folder)
-        batches = find_cifar_batches(folder)
-        if batches is None:
-            raise DataFileError(f"{folder / CIFAR_ARCHIVE} holds no {CIFAR_FOLDER}/ with "
-                                f"{', '.join(CIFAR_TRAIN + CIFAR_TEST)}")
-    x, y = read_cifar_batches([batches / file for file in CIFAR_TRAIN])
-    x_test, y_test = read_cifar_batches([batches / file for file in CIFAR_TEST])
-    x_train, y_train, x_val, y_val = datasets.split_validation(x, y, validation_size)
-    mean, std = channel_statistics(x_train)
-
-    def normalise(pixels):  # (N, 3, 32, 32) uint8 -> float32, in place to spare memory
-        out = pixels.astype(np.float32)
-        out /= 255.0
-        out -= mean.astype(np.float32)[:, None, None]
-        out /= std.astype(np.float32)[:, None, None]
-        return out
-
-    return datasets.Dataset("cifar10", normalise(x_train), y_train, normalise(x_val), y_val,
-                            normalise(x_test), y_test)
-
-
-LOADERS = {"fashion-mnist": load_fashion_mnist, "cifar10": load_cifar10}

@@ -23,7 +23,3 @@ def softmax_cross_entropy(logits, labels):
     loss = core.softmax_cross_entropy(logits, labels, dlogits)
     return float(loss), dlogits
 
-
-def accuracy(logits, labels):
-    """Fraction of rows whose largest logit is the label."""
-    return float(np.mean(np.argmax(logits, axis=1) == labels))

@@ -34,26 +34,32 @@ import numpy as np
 
 from . import hparams, nets, pruning, rundir
 from .files import RunFileError
+from .hparams import option
 from .masks import Mask
 from .train import Trainer
 
-CONTROLS = ("reinit", "random")
-BRANCHES = ("ticket", *CONTROLS, "oneshot")  # the order of a round's branches in tables
+from .rundir import BRANCHES, CONTROLS  # noqa: E402  (the names live with the run folder)
+
+
+CONTROL_CHOICES = {"none": (), **{control: (control,) for control in CONTROLS}, "both": CONTROLS}
 
 
 @dataclass
 class Experiment:
-    """Everything that defines an imp run besides the training hyperparameters."""
+    """Everything that defines an imp run besides the training hyperparameters; each field
+    with help is a flag of ``imp`` (and seed, data_dir and sparse of ``train`` too)."""
     hp: hparams.Hyperparameters
-    rounds: int = 10
-    trials: int = 1
-    controls: tuple = ("reinit",)
-    oneshot: bool = False
-    seed: int = 0
-    rewind_iteration: int = 0
-    checkpoint_every: int = 5000
-    data_dir: str = None
-    sparse: str = "auto"
+    rounds: int = option(10, "pruning rounds after the dense round 0")
+    trials: int = option(1, "independent trials (seeds seed, seed+1, ...)")
+    controls: tuple = option(("reinit",), "controls trained at every round beside the winning ticket",
+                             choices=CONTROL_CHOICES)
+    oneshot: bool = option(False, "also train one-shot pruned networks at every round's Pm")
+    seed: int = option(0, "seed of trial 0's θ₀, data order and dropout")
+    rewind_iteration: int = option(0, "reset to θ_k, the dense weights after k iterations, instead of θ₀")
+    checkpoint_every: int = option(5000, "iterations between checkpoints")
+    data_dir: str = option(None, "read the dataset's files from this folder", path=True)
+    sparse: str = option("auto", "sparse kernels for layers below the density threshold",
+                         choices=("auto", "on", "off"))
 
     def validate(self):
         if self.rounds < 0:
@@ -66,12 +72,6 @@ class Experiment:
         unknown = set(self.controls) - set(CONTROLS)
         if unknown:
             raise ValueError(f"unknown control {sorted(unknown)[0]!r}; choose reinit, random, both or none")
-        for kind in ("conv", "fc", "output"):
-            rate = self.hp.rate(kind)
-            if self.hp.pruning == "layerwise" and not 0 <= rate < 1:
-                raise ValueError(f"pruning rate for {kind} layers must be in [0, 1), got {rate}")
-        if self.hp.pruning == "layerwise" and not any(0 < self.hp.rate(k) for k in ("conv", "fc", "output")):
-            raise ValueError("every pruning rate is 0: nothing would be pruned; set --rate-fc above 0")
         if self.checkpoint_every <= 0:
             raise ValueError(f"checkpoint interval must be positive, got {self.checkpoint_every}")
         self.hp.validate()

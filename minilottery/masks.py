@@ -20,11 +20,19 @@ class Mask(dict):
     def __init__(self, arrays):
         super().__init__()
         for name, values in arrays.items():
-            values = np.asarray(values)
-            if not np.all((values == 0) | (values == 1)):
-                bad = values[(values != 0) & (values != 1)].flat[0]
-                raise ValueError(f"mask of {name} holds {bad.item()!r}; a mask may only hold 0 and 1")
-            self[name] = values.astype(np.float32)
+            self[name] = values
+
+    def __setitem__(self, name, values):
+        """Every way in refuses anything but 0 and 1, building a mask or assigning to it."""
+        values = np.asarray(values)
+        if not np.all((values == 0) | (values == 1)):
+            bad = values[(values != 0) & (values != 1)].flat[0]
+            raise ValueError(f"mask of {name} holds {bad.item()!r}; a mask may only hold 0 and 1")
+        super().__setitem__(name, values.astype(np.float32))
+
+    def update(self, *args, **kwargs):
+        for name, values in dict(*args, **kwargs).items():
+            self[name] = values
 
     @classmethod
     def ones_like(cls, net):

@@ -20,7 +20,7 @@ import contextlib
 
 import numpy as np
 
-from . import threads
+from . import hparams, threads
 from .layers import Dense, Dropout, Flatten, ReLU
 
 MNIST_SHAPE = (1, 28, 28)
@@ -70,9 +70,7 @@ class Network:
             if key in leaf.prunable:
                 self.masks[name] = self.flat_mask[span].reshape(shape)
                 self.kinds[name] = getattr(leaf, "kind", "fc")
-        last_dense = [name for name, kind in self.kinds.items() if kind == "fc"][-1:]
-        for name in last_dense:  # the paper prunes connections to the output at half rate
-            self.kinds[name] = "output"
+        self.kinds = hparams.label_output(self.kinds)
         self.buffers = {f"{leaf_name}.{key}": value for leaf_name, leaf in self.leaves
                         for key, value in leaf.buffers.items()}
         with_params = [i for i, (_, layer) in enumerate(self.layers) if self._has_params(layer)]
@@ -82,11 +80,6 @@ class Network:
     @staticmethod
     def _has_params(layer):
         return any(leaf.params for _, leaf in named_leaves("", layer))
-
-    @property
-    def prunable(self):
-        """Names of the prunable weights, in layer order."""
-        return list(self.masks)
 
     def initialize(self, seed):
         """θ ~ D_θ with this seed (Gaussian Glorot weights, zero biases), then θ ⊙ m."""
@@ -259,10 +252,6 @@ def resnet18(input_shape=CIFAR_SHAPE, dropout=0.0, dtype=np.float32):
 
 BUILDERS = {"lenet": lenet, "conv2": conv2, "conv4": conv4, "conv6": conv6,
             "resnet18": resnet18, "vgg19": vgg19}
-
-
-def network_names():
-    return list(BUILDERS)
 
 
 def build(name, seed=0, input_shape=None, dropout=0.0, dtype=np.float32, sparse="auto"):

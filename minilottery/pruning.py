@@ -60,12 +60,6 @@ def prune_global(mask, weights, rate, unpruned=()):
     return Mask(new)
 
 
-def global_threshold(mask, weights, unpruned=()):
-    """The smallest magnitude still kept across the pruned layers (for tests and reports)."""
-    values = [np.abs(weights[n])[mask[n] == 1] for n in mask if n not in unpruned]
-    return float(min(v.min() for v in values if v.size))
-
-
 def keep_largest(weights, counts):
     """One-shot pruning: keep the ``counts[name]`` largest-magnitude weights of each layer."""
     new = {}

@@ -12,14 +12,13 @@ Only finished branches count (their metrics.json exists, see rundir.py), so a
 run that is still going can be reported on; a damaged file is an error that names it.
 """
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import files
+from . import files, rundir
+from .rundir import BRANCHES
 from .train import Curve
 
-BRANCHES = ("ticket", "reinit", "random", "oneshot")
 BRANCH_LABELS = {"ticket": "winning ticket", "reinit": "random reinit", "random": "random pruning",
                  "oneshot": "one-shot pruning"}
 NET_NAMES = {"lenet": "Lenet", "conv2": "Conv-2", "conv4": "Conv-4", "conv6": "Conv-6",
@@ -28,7 +27,6 @@ DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": 
 NUMBERS = ("pm", "early_stop_iteration", "test_accuracy_at_early_stop", "final_test_accuracy",
            "final_train_accuracy")
 HYPERPARAMETERS = ("net", "dataset", "iterations", "optimizer", "lr", "batch_size")
-BRANCH_PATH = re.compile(r"trial(\d+)/round(\d+)/(\w+)/metrics\.json$")
 FIGURE_TITLES = {
     "accuracy_at_early_stop.png": "Test accuracy at early stopping against Pm (Figures 1 and 4)",
     "early_stop_iteration.png": "Early-stopping iteration against Pm (Figures 1 and 4)",
@@ -89,8 +87,9 @@ class RunResults:
 
     def curves(self, branch, round_index):
         """The training curves (curve.json) of ``branch`` at ``round_index``, one per finished trial."""
-        return [read_curve(self.root / f"trial{t}" / f"round{r:02d}" / b / "curve.json")
-                for (t, r, b) in sorted(self.metrics) if b == branch and r == round_index]
+        folder = rundir.RunFolder(self.root)
+        return [read_curve(folder.branch_at(*key).path / "curve.json")
+                for key in sorted(self.metrics) if key[2] == branch and key[1] == round_index]
 
     def title(self):
         """"Lenet on MNIST, 3 trials": the name every figure and the report carry."""
@@ -125,10 +124,8 @@ def load_run(root):
         raise files.RunFileError(f"{root / 'config.json'}: damaged (no {missing[0]} among its hyperparameters); "
                                  "is this a folder written by imp?")
     metrics = {}
-    for path in sorted(root.glob("trial*/round*/*/metrics.json")):
-        found = BRANCH_PATH.search(path.relative_to(root).as_posix())
-        if not found or found.group(3) not in BRANCHES:
-            continue
+    for place, branch in rundir.RunFolder(root).finished_branches():
+        path = branch.path / "metrics.json"
         values = files.read_json(path)
         for key in NUMBERS:
             value = values.get(key) if isinstance(values, dict) else None
@@ -136,7 +133,7 @@ def load_run(root):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 raise files.RunFileError(f"{path}: damaged ({key} is missing or not a number); "
                                          "delete the branch folder and resume the run to recompute it")
-        metrics[int(found.group(1)), int(found.group(2)), found.group(3)] = values
+        metrics[place] = values  # (trial, round, branch)
     results = RunResults(root, config, metrics)
     if not results.rounds:
         raise files.RunFileError(f"{root}: no finished rounds yet (no trial*/round*/ticket/metrics.json)")

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import time
 from importlib import metadata
 from pathlib import Path
@@ -39,7 +40,11 @@ SUMMARY_COLUMNS = ["trial", "round", "branch", "pm", "early_stop_iteration", "te
 # trials extend it; more controls add branches; checkpoint interval is bookkeeping.
 HELD_LOCKS = {}  # run folder -> the open, flock()ed lock file of this process
 EXTENDABLE = ("rounds", "trials", "controls", "oneshot", "checkpoint_every", "data_dir", "sparse")
-BRANCH_ORDER = {"ticket": 0, "reinit": 1, "random": 2, "oneshot": 3}
+BRANCHES = ("ticket", "reinit", "random", "oneshot")  # every kind of branch, in the order of every table
+CONTROLS = BRANCHES[1:3]  # Section 2's controls that branch off a round's mask
+# The layout of a branch's folder, and how to read its trial, round and branch back
+BRANCH_FOLDER = "trial{trial}/round{round:02d}/{branch}"
+BRANCH_PATTERN = re.compile(r"trial(\d+)/round(\d+)/(\w+)$")
 METRICS_KEYS = ["trial", "round", "branch", "pm", "early_stop_iteration", "test_accuracy_at_early_stop"]
 
 
@@ -126,7 +131,20 @@ class RunFolder:
 
     def branch(self, job):
         """The folder of one job (anything with trial, round and branch)."""
-        return BranchFolder(self.trial(job.trial) / f"round{job.round:02d}" / job.branch)
+        return self.branch_at(job.trial, job.round, job.branch)
+
+    def branch_at(self, trial, round_index, branch):
+        return BranchFolder(self.root / BRANCH_FOLDER.format(trial=trial, round=round_index, branch=branch))
+
+    def finished_branches(self):
+        """((trial, round, branch), BranchFolder) of every finished branch, in table order."""
+        found = []
+        for path in self.root.glob("trial*/round*/*/metrics.json"):
+            match = BRANCH_PATTERN.fullmatch(path.parent.relative_to(self.root).as_posix())
+            if match and match.group(3) in BRANCHES:
+                key = int(match.group(1)), int(match.group(2)), match.group(3)
+                found.append((key, BranchFolder(path.parent)))
+        return sorted(found, key=lambda item: (item[0][0], item[0][1], BRANCHES.index(item[0][2])))
 
     def theta_0(self, trial, like=None):
         return read_weights(self.trial(trial) / "theta0.npz", like)
@@ -139,11 +157,8 @@ class RunFolder:
 
     def rows(self):
         """Summary rows of every finished branch, in trial, round, branch order."""
-        rows = []
-        for path in sorted(self.root.glob("trial*/round*/*/metrics.json")):
-            metrics = files.read_json(path)
-            rows.append({key: metrics.get(key, "") for key in SUMMARY_COLUMNS})
-        return sorted(rows, key=lambda r: (int(r["trial"]), int(r["round"]), BRANCH_ORDER.get(r["branch"], 9)))
+        return [{key: branch.metrics().get(key, "") for key in SUMMARY_COLUMNS}
+                for _, branch in self.finished_branches()]
 
     def write_summary(self):
         files.write_csv(self.root / "summary.csv", self.rows(), SUMMARY_COLUMNS)

@@ -37,6 +37,8 @@ from pathlib import Path
 
 from . import datasets, lottery, rundir, threads
 from .files import RunFileError
+from .hparams import option
+from .train import check_batch_size
 
 # A pool whose workers die this many times in a row with no job finished in between
 # is not a passing accident (out of memory, a crash in a kernel): the driver gives up.
@@ -137,6 +139,20 @@ def _worker_setup(job_threads, driver):
 
 
 # ---------------------------------------------------------------------------- executors
+
+@dataclass
+class Running:
+    """How ``imp`` runs its jobs; each field is a flag."""
+    workers: int = option(1, "jobs (branches) trained side by side in local worker processes, each with its "
+                             "share of the cores; with --scheduler local, the LocalCluster's worker processes")
+    scheduler: str = option(None, "run the jobs on the Dask cluster at this address (tcp://host:8786), or "
+                                  "'local' for a Dask LocalCluster here; the run folder must be on storage every "
+                                  "worker sees [pip install 'minilottery[dask]']")
+    job_threads: int = option(None, "OpenBLAS and Numba threads per job [cores / --workers; 1 on Dask]; runs "
+                                    "with the same value write bit-identical files however their jobs are spread")
+    plan: bool = option(False, "train nothing: print the jobs, the critical path and the expected wall time on "
+                               "1, 2, 8, 32 and 128 workers, from a short timing here")
+
 
 class Inline:
     """Runs each job in this process when it is submitted (``--workers 1``)."""
@@ -283,6 +299,7 @@ class Driver:
         self.folder.request_stop()
 
     def run(self):
+        check_batch_size(self.experiment.hp, self.data)  # here, before any worker starts
         self.folder.clear_stop()
         for trial in range(self.experiment.trials):                    # 1. θ₀ ~ D_θ, once per trial
             seed = self.experiment.trial_seed(trial)
@@ -374,11 +391,6 @@ class Driver:
             status.seconds_left = makespan(waiting, self.executor.capacity, lambda job: typical,
                                            done=set(self.results), running=left)
         self.on_status(status)
-
-
-def run_here(experiment, folder, data, **callbacks):
-    """Every job of ``experiment`` in this process, one at a time (a notebook, the tests)."""
-    Driver(experiment, folder, Inline(), data, **callbacks).run()
 
 
 # ---------------------------------------------------------------------------- how long it takes

@@ -20,7 +20,7 @@ import numpy as np
 from . import optim
 from .augment import flip_and_crop
 from .datasets import Batches
-from .kernels import core
+from .losses import softmax_cross_entropy
 
 EVAL_BATCH = 1000
 
@@ -66,8 +66,7 @@ def evaluate(net, x, y, batch=EVAL_BATCH):
     for start in range(0, len(x), batch):
         logits = net.forward(x[start:start + batch], train=False)
         labels = y[start:start + batch]
-        scratch = np.empty_like(logits)
-        total_loss += core.softmax_cross_entropy(logits, labels, scratch) * len(labels)
+        total_loss += softmax_cross_entropy(logits, labels)[0] * len(labels)
         correct += int(np.count_nonzero(np.argmax(logits, axis=1) == labels))
     return total_loss / len(x), correct / len(x)
 
@@ -103,6 +102,7 @@ class Trainer:
     """
 
     def __init__(self, net, data, hp, seed):
+        check_batch_size(hp, data)
         self.net, self.data, self.hp = net, data, hp
         self.batches = Batches(data.x_train, data.y_train, hp.batch_size, seed=[seed, 7])
         self.optimizer = optim.make(hp.optimizer, net, hp.momentum, hp.weight_decay, hp.nesterov)
@@ -121,8 +121,7 @@ class Trainer:
         # in one line, so NumPy's overflow warnings would only add noise before it.
         with np.errstate(over="ignore", invalid="ignore"):
             logits = self.net.forward(x, train=True)
-            dlogits = np.empty_like(logits)
-            loss = core.softmax_cross_entropy(logits, y, dlogits)
+            loss, dlogits = softmax_cross_entropy(logits, y)
         if not math.isfinite(loss):
             raise TrainingDiverged(
                 f"loss became {loss} at iteration {self.iteration}: training diverged; "
@@ -195,6 +194,12 @@ class Trainer:
         self.curve = Curve.from_dict(info["curve"])
         self.snapshots = {int(k): {name: arrays[f"snapshot.{k}.{name}"] for name in self.net.params}
                           for k in info.get("snapshots", [])}
+
+
+def check_batch_size(hp, data):
+    """A minibatch must fit in the training set (the check of every way of training)."""
+    if hp.batch_size > len(data.x_train):
+        raise ValueError(f"batch size {hp.batch_size} is larger than the training set ({len(data.x_train)})")
 
 
 def format_eta(seconds):

@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 
 from minilottery import conv, gradcheck, nets
+from minilottery.kernels import batchnorm
 from minilottery.kernels import conv as conv_kernels
+from minilottery.kernels import convolution
 from minilottery.kernels import winograd
 from minilottery.layers import Layer
 from twins import assert_twins_agree, run_without_jit
@@ -49,7 +51,7 @@ def kernel_arguments(name, rng, dtype):
     raise KeyError(name)
 
 
-TWINS = conv_kernels.TWINS + winograd.TWINS
+TWINS = conv_kernels.TWINS + batchnorm.TWINS + winograd.TWINS
 
 
 @pytest.mark.parametrize("dtype", [np.dtype(np.float32), np.dtype(np.float64)])
@@ -96,9 +98,39 @@ def test_conv2d_equals_direct_loop(shape, kernel, stride, padding, rng):
     layer.initialize(rng)
     layer.params["bias"][...] = rng.standard_normal(5)
     x = rng.standard_normal(shape)
-    expected = conv_kernels.conv2d_direct(x, layer.params["weight"], layer.params["bias"], stride, padding)
+    expected = convolution.Direct(stride, padding).forward(x, layer.params["weight"], layer.params["bias"])
     np.testing.assert_allclose(layer.forward(x), expected, atol=1e-11)
     assert layer.use_winograd == ((kernel, stride, padding) == (3, 1, 1) and shape[1] >= 4 and min(shape[2:]) >= 4)
+
+
+ENGINE_CASES = [((2, 5, 9, 7), 3, 1, 1), ((2, 3, 8, 8), 3, 1, 1), ((2, 6, 9, 9), 3, 2, 1), ((2, 4, 6, 6), 1, 2, 0),
+                ((1, 8, 3, 3), 3, 1, 1), ((2, 4, 7, 10), 1, 1, 0)]
+
+
+@pytest.mark.parametrize("engine, shape, kernel, stride, padding",
+                         [("Im2col", *case) for case in ENGINE_CASES] +
+                         [("Winograd", *case) for case in ENGINE_CASES if case[1:] == (3, 1, 1)])  # its one shape
+def test_every_engine_agrees_with_the_direct_loop_forward_and_backward(engine, shape, kernel, stride, padding, rng):
+    """Each engine's y, dx, dw and db against the reference engine's (float64)."""
+    x = rng.standard_normal(shape)
+    w, b = rng.standard_normal((5, shape[1], kernel, kernel)), rng.standard_normal(5)
+    fast = getattr(convolution, engine)() if engine == "Winograd" else convolution.Im2col(stride, padding)
+    reference = convolution.Direct(stride, padding)
+    y = fast.forward(x, w, b)
+    np.testing.assert_allclose(y, reference.forward(x, w, b), atol=1e-10)
+    dy = rng.standard_normal(y.shape)
+    for mine, theirs, name in zip(fast.backward(dy, x, w), reference.backward(dy, x, w), ("dx", "dw", "db")):
+        np.testing.assert_allclose(mine, theirs, atol=1e-10, err_msg=name)
+
+
+@pytest.mark.parametrize("shape, kernel, stride, padding", ENGINE_CASES[:4])
+def test_the_reference_engines_backward_is_the_gradient(shape, kernel, stride, padding, rng):
+    """The direct loop's own backward against central differences (every parameter and x)."""
+    layer = conv.Conv2d(shape[1], 3, kernel, stride, padding, dtype=np.float64,
+                        engine=convolution.Direct(stride, padding))
+    layer.initialize(rng)
+    layer.params["bias"][...] = rng.standard_normal(3)
+    gradcheck.check_layer(layer, rng.standard_normal(shape))
 
 
 def test_float32_winograd_is_accurate(rng):
@@ -106,8 +138,8 @@ def test_float32_winograd_is_accurate(rng):
     layer = conv.Conv2d(64, 64, dtype=np.float32)
     layer.initialize(rng)
     x = rng.standard_normal((2, 64, 16, 16)).astype(np.float32)
-    expected = conv_kernels.conv2d_direct(x.astype(np.float64), layer.params["weight"].astype(np.float64),
-                                          np.zeros(64), 1, 1)
+    expected = convolution.Direct(1, 1).forward(x.astype(np.float64), layer.params["weight"].astype(np.float64),
+                                                np.zeros(64))
     error = np.abs(layer.forward(x) - expected).max() / np.abs(expected).max()
     assert error < 1e-5, error
 
@@ -135,10 +167,10 @@ def test_conv2d_gradients(shape, kernel, stride, padding, rng):
 
 def test_conv2d_gradients_accumulate_over_chunks(rng, monkeypatch):
     """With one image per Winograd chunk the gradients must still sum over the batch."""
-    monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)
     layer = conv.Conv2d(4, 4, dtype=np.float64)
     layer.initialize(rng)
-    assert layer._chunks(np.zeros((3, 4, 8, 8)))[2] == 1
+    assert layer.engine._chunks(np.zeros((3, 4, 8, 8)), layer.params["weight"])[2] == 1
     gradcheck.check_layer(layer, rng.standard_normal((3, 4, 8, 8)), limit=40)
 
 
@@ -221,11 +253,11 @@ def test_residual_block_gradients(in_channels, out_channels, stride, rng):
 
 def test_conv_layers_run_without_the_jit():
     """NUMBA_DISABLE_JIT=1: the kernels run as Python and still compute the convolution."""
-    code = ("import numpy as np; from minilottery import conv; from minilottery.kernels.conv import conv2d_direct;"
+    code = ("import numpy as np; from minilottery import conv; from minilottery.kernels.convolution import Direct;"
             "rng = np.random.default_rng(0); x = rng.standard_normal((1, 4, 5, 6));"
             "layers = [conv.Conv2d(4, 3, dtype=np.float64), conv.Conv2d(4, 3, 3, 2, dtype=np.float64)];"
             "[layer.initialize(rng) for layer in layers];"
-            "ok = all(np.allclose(l.forward(x), conv2d_direct(x, l.params['weight'], l.params['bias'], l.stride, 1))"
+            "ok = all(np.allclose(l.forward(x), Direct(l.stride, 1).forward(x, l.params['weight'], l.params['bias']))"
             " and l.backward(np.ones_like(l.forward(x))).shape == x.shape for l in layers);"
             "pool = conv.MaxPool2d(2); ok &= pool.backward(pool.forward(x)).shape == x.shape; print(ok)")
     result = run_without_jit(code)

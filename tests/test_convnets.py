@@ -53,7 +53,7 @@ def test_vgg19_weight_counts():
 
 def test_kinds_and_dropout_variant():
     net = nets.build("conv4", dropout=0.5)
-    assert [net.kinds[name] for name in net.prunable] == ["conv"] * 4 + ["fc", "fc", "output"]
+    assert [net.kinds[name] for name in net.masks] == ["conv"] * 4 + ["fc", "fc", "output"]
     assert [name for name, _ in net.layers if "dropout" in name] == ["fc1_dropout", "fc2_dropout"]
 
 

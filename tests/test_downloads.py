@@ -6,7 +6,6 @@ tiny files in the real formats, generated here: IDX files written by
 records per batch. The server can also misbehave: announce more bytes than it
 sends, or reset the connection half way.
 """
-import gzip
 import hashlib
 import http.server
 import io
@@ -105,7 +104,7 @@ TINY_BATCH = 4  # records per tiny batch file, in place of CIFAR-10's 10,000
 
 @pytest.fixture(autouse=True)
 def tiny_cifar_batches(monkeypatch):
-    monkeypatch.setattr(downloads, "CIFAR_BATCH", TINY_BATCH)
+    monkeypatch.setattr(datasets, "CIFAR_BATCH", TINY_BATCH)
 
 
 def tiny_cifar(seed=0, per_batch=TINY_BATCH):
@@ -164,7 +163,7 @@ def unnormalise(x, mean, std):
 def test_cifar10_is_downloaded_verified_extracted_and_cached(server, cache, monkeypatch, capsys):
     batches = tiny_cifar()
     serve(monkeypatch, server, "cifar10", {downloads.CIFAR_ARCHIVE: cifar_archive(batches)})
-    data = downloads.load_cifar10(validation_size=5)
+    data = datasets.load_cifar10(validation_size=5)
     assert "downloading cifar-10-binary.tar.gz" in capsys.readouterr().err
 
     assert data.x_train.shape == (15, 3, 32, 32) and data.x_val.shape == (5, 3, 32, 32)
@@ -191,7 +190,7 @@ def test_cifar10_is_downloaded_verified_extracted_and_cached(server, cache, monk
     assert sorted(path.name for path in folder.iterdir()) == [downloads.CIFAR_FOLDER,
                                                               downloads.CIFAR_ARCHIVE]
     server.files.clear()  # the second load must come from the cache alone
-    again = downloads.load_cifar10(validation_size=5)
+    again = datasets.load_cifar10(validation_size=5)
     np.testing.assert_array_equal(again.x_train, data.x_train)
 
 
@@ -199,9 +198,9 @@ def test_cifar10_reads_a_data_dir_without_downloading(tmp_path, monkeypatch):
     monkeypatch.setitem(downloads.SOURCES, "cifar10", downloads.Source(dead_url(), {}))
     batches = tiny_cifar(seed=3)
     (tmp_path / downloads.CIFAR_ARCHIVE).write_bytes(cifar_archive(batches))
-    from_archive = downloads.load_cifar10(tmp_path, validation_size=5)
+    from_archive = datasets.load_cifar10(tmp_path, validation_size=5)
     # The extracted folder itself, named directly, is read the same way.
-    from_folder = downloads.load_cifar10(tmp_path / downloads.CIFAR_FOLDER, validation_size=5)
+    from_folder = datasets.load_cifar10(tmp_path / downloads.CIFAR_FOLDER, validation_size=5)
     np.testing.assert_array_equal(from_archive.x_test, from_folder.x_test)
     np.testing.assert_array_equal(from_archive.y_test, batches["test_batch.bin"][0])
 
@@ -214,7 +213,7 @@ def test_cifar10_refuses_a_batch_file_that_is_not_whole_records(tmp_path):
     with open(folder / "data_batch_3.bin", "ab") as f:
         f.write(b"\0" * 100)
     with pytest.raises(DataFileError, match="data_batch_3.bin: 12,392 bytes is not a whole number"):
-        downloads.load_cifar10(tmp_path, validation_size=5)
+        datasets.load_cifar10(tmp_path, validation_size=5)
 
 
 def test_cifar10_refuses_a_batch_of_the_wrong_size(tmp_path):
@@ -224,7 +223,7 @@ def test_cifar10_refuses_a_batch_of_the_wrong_size(tmp_path):
         keep = 3 if file == "data_batch_2.bin" else TINY_BATCH
         (folder / file).write_bytes(cifar_bytes(labels[:keep], pixels[:keep]))
     with pytest.raises(DataFileError, match="data_batch_2.bin: holds 3 records, a CIFAR-10 batch holds 4"):
-        downloads.load_cifar10(tmp_path, validation_size=5)
+        datasets.load_cifar10(tmp_path, validation_size=5)
 
 
 def hostile_entry(kind):
@@ -256,7 +255,7 @@ def test_a_hostile_download_is_refused_by_the_loader(server, cache, monkeypatch)
     archive = tar_bytes({}, extra=[hostile_entry("dotdot")])
     serve(monkeypatch, server, "cifar10", {downloads.CIFAR_ARCHIVE: archive})
     with pytest.raises(DataFileError, match="refusing to extract '../evil'"):
-        downloads.load_cifar10(validation_size=5)
+        datasets.load_cifar10(validation_size=5)
     assert not (cache / "evil").exists()
 
 
@@ -268,7 +267,7 @@ def test_fashion_mnist_is_downloaded_and_scaled_like_mnist(server, cache, monkey
     arrays = tiny_fashion(upstream)
     serve(monkeypatch, server, "fashion-mnist",
           {path.name: path.read_bytes() for path in upstream.iterdir()})
-    data = downloads.load_fashion_mnist(validation_size=5)
+    data = datasets.load_fashion_mnist(validation_size=5)
     assert data.name == "fashion-mnist" and data.input_shape == (1, 28, 28)
     assert len(data.x_train) == 15 and len(data.x_val) == 5 and len(data.x_test) == 10
     np.testing.assert_array_equal(data.x_test[:, 0], arrays["test"][0] / np.float32(255))
@@ -301,7 +300,7 @@ def test_a_wrong_checksum_keeps_nothing(server, cache, monkeypatch, tmp_path):
     serve(monkeypatch, server, "fashion-mnist", files, sums)
     with pytest.raises(DataFileError, match="t10k-labels-idx1-ubyte.gz: SHA-256 .* expected "
                        + sums["t10k-labels-idx1-ubyte.gz"]):
-        downloads.load_fashion_mnist(validation_size=5)
+        datasets.load_fashion_mnist(validation_size=5)
     # The three good files stay; the bad one, and no partial file, is there.
     assert "t10k-labels-idx1-ubyte.gz" not in leftovers(cache / "fashion-mnist")
     assert not any(name.endswith(".part") for name in leftovers(cache / "fashion-mnist"))
@@ -315,7 +314,7 @@ def test_a_broken_download_keeps_nothing(server, cache, monkeypatch, how, messag
     serve(monkeypatch, server, "cifar10", {downloads.CIFAR_ARCHIVE: archive})
     server.behaviour[downloads.CIFAR_ARCHIVE] = how
     with pytest.raises(DataFileError, match=message):
-        downloads.load_cifar10(validation_size=5)
+        datasets.load_cifar10(validation_size=5)
     assert leftovers(cache / "cifar10") == []
 
 
@@ -326,14 +325,14 @@ def test_ctrl_c_during_a_download_keeps_nothing(server, cache, monkeypatch):
         raise KeyboardInterrupt
     monkeypatch.setattr(downloads.Progress, "update", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        downloads.load_cifar10(validation_size=5)
+        datasets.load_cifar10(validation_size=5)
     assert leftovers(cache / "cifar10") == []
 
 
 def test_an_http_error_is_reported(server, cache, monkeypatch):
     serve(monkeypatch, server, "cifar10", {}, {downloads.CIFAR_ARCHIVE: "0" * 64})
     with pytest.raises(DataFileError, match="cifar-10-binary.tar.gz: Not Found"):
-        downloads.load_cifar10()
+        datasets.load_cifar10()
 
 
 @pytest.mark.parametrize("name", ["cifar10", "fashion-mnist"])
@@ -341,7 +340,7 @@ def test_unreachable_dataset_says_how_to_get_it(cache, monkeypatch, name):
     real = downloads.SOURCES[name]
     monkeypatch.setitem(downloads.SOURCES, name, downloads.Source(dead_url(), real.sha256))
     with pytest.raises(DataFileError) as caught:
-        downloads.LOADERS[name]()
+        datasets.LOADERS[name]()
     message = str(caught.value)
     assert "\n" not in message
     for file in real.sha256:
@@ -354,4 +353,4 @@ def test_unreachable_dataset_says_how_to_get_it(cache, monkeypatch, name):
 def test_a_data_dir_without_the_files_says_how_to_get_them(tmp_path):
     with pytest.raises(DataFileError, match=f"not in {tmp_path}.*www.cs.toronto.edu/~kriz/"
                        "cifar-10-binary.tar.gz into .*--dataset mnist"):
-        downloads.load_cifar10(tmp_path)
+        datasets.load_cifar10(tmp_path)

@@ -314,14 +314,14 @@ def test_a_label_out_of_range_never_reaches_a_kernel(tmp_path):
 
 
 CIFAR = [("not whole records", lambda raw: raw[:-100], "not a whole number of"),
-         ("a record short", lambda raw: raw[:-downloads.CIFAR_RECORD], "holds 3 records, a CIFAR-10 batch holds 4"),
-         ("a record too many", lambda raw: raw + raw[:downloads.CIFAR_RECORD], "holds 5 records"),
+         ("a record short", lambda raw: raw[:-datasets.CIFAR_RECORD], "holds 3 records, a CIFAR-10 batch holds 4"),
+         ("a record too many", lambda raw: raw + raw[:datasets.CIFAR_RECORD], "holds 5 records"),
          ("label 11", lambda raw: bytes([11]) + raw[1:], "label 11 found")]
 
 
 @pytest.mark.parametrize("change, message", [c[1:] for c in CIFAR], ids=[c[0] for c in CIFAR])
 def test_a_damaged_cifar10_batch_is_refused_naming_it(tmp_path, monkeypatch, change, message):
-    monkeypatch.setattr(downloads, "CIFAR_BATCH", 4)
+    monkeypatch.setattr(datasets, "CIFAR_BATCH", 4)
     rng = np.random.default_rng(0)
     paths = []
     for file in downloads.CIFAR_TRAIN:
@@ -330,7 +330,7 @@ def test_a_damaged_cifar10_batch_is_refused_naming_it(tmp_path, monkeypatch, cha
         paths[-1].write_bytes(records.tobytes())
     paths[2].write_bytes(change(paths[2].read_bytes()))
     with pytest.raises(DataFileError, match=message) as caught:
-        downloads.read_cifar_batches(paths)
+        datasets.read_cifar_batches(paths)
     assert str(paths[2]) in str(caught.value) or str(tmp_path) in str(caught.value)
 
 

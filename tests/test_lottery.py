@@ -12,7 +12,6 @@ from click.testing import CliRunner
 
 import cli
 from minilottery import files, hparams, lottery, nets, rundir, schedule, train
-from minilottery.masks import Mask
 
 
 def tiny(**changes):
@@ -23,7 +22,7 @@ def run(tmp_path, mnist, hp, name="run", **options):
     experiment = lottery.Experiment(hp, **{"rounds": 2, "controls": ("reinit", "random"), **options}).validate()
     folder = rundir.RunFolder(tmp_path / name)
     folder.start(experiment.config())
-    schedule.run_here(experiment, folder, mnist)
+    schedule.Driver(experiment, folder, schedule.Inline(), mnist).run()
     return folder
 
 

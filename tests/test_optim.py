@@ -47,7 +47,7 @@ def test_adam_weight_decay_is_an_l2_term():
 def test_momentum_two_steps_by_hand(nesterov):
     net = Toy()
     sgd = optim.Momentum(net, momentum=0.9, nesterov=nesterov, weight_decay=0.1)
-    w, g = 1.0, 0.5
+    w = 1.0
     buf = 0.0
     for grad in (0.5, -0.3):
         net.flat_grads[0] = grad

@@ -30,7 +30,7 @@ def run_folder(tmp_path_factory, mnist):
     experiment = lottery.Experiment(hp, rounds=2, trials=2, controls=("reinit", "random"), oneshot=True).validate()
     folder = rundir.RunFolder(tmp_path_factory.mktemp("imp") / "run")
     folder.start(experiment.config())
-    schedule.run_here(experiment, folder, small)
+    schedule.Driver(experiment, folder, schedule.Inline(), small).run()
     return folder.root
 
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from minilottery import downloads, idx, optim, pruning
+from minilottery import datasets, idx, optim, pruning
 from minilottery.idx import DataFileError
 from minilottery.masks import Mask
 
@@ -78,27 +78,27 @@ def cifar_batches(draw):
 @given(batches=cifar_batches())
 def test_cifar10_reads_back_its_records(tmp_path, monkeypatch, batches):
     labels, pixels = batches
-    monkeypatch.setattr(downloads, "CIFAR_BATCH", labels.shape[1])
+    monkeypatch.setattr(datasets, "CIFAR_BATCH", labels.shape[1])
     paths = []
     for b in range(len(labels)):
         paths.append(tmp_path / f"data_batch_{b + 1}.bin")
         paths[-1].write_bytes(np.column_stack([labels[b], pixels[b].reshape(len(labels[b]), -1)]).tobytes())
-    images, read_labels = downloads.read_cifar_batches(paths)
+    images, read_labels = datasets.read_cifar_batches(paths)
     np.testing.assert_array_equal(read_labels, labels.reshape(-1))
     np.testing.assert_array_equal(images, pixels.reshape(-1, 3, 32, 32))
 
 
 @SETTINGS
-@given(size=st.integers(0, 4 * downloads.CIFAR_RECORD + 7))
+@given(size=st.integers(0, 4 * datasets.CIFAR_RECORD + 7))
 def test_cifar10_refuses_any_size_but_whole_batches(tmp_path, monkeypatch, size):
-    monkeypatch.setattr(downloads, "CIFAR_BATCH", 2)
+    monkeypatch.setattr(datasets, "CIFAR_BATCH", 2)
     path = tmp_path / "data_batch_1.bin"
     path.write_bytes(bytes(size))
-    if size == 2 * downloads.CIFAR_RECORD:
-        assert len(downloads.read_cifar_batches([path])[1]) == 2
+    if size == 2 * datasets.CIFAR_RECORD:
+        assert len(datasets.read_cifar_batches([path])[1]) == 2
         return
     with pytest.raises(DataFileError, match="data_batch_1.bin"):
-        downloads.read_cifar_batches([path])
+        datasets.read_cifar_batches([path])
 
 
 @st.composite

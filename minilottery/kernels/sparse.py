@@ -71,7 +71,6 @@ def transpose_into_tiles(x, xt):
 
 
 def transpose_into_tiles_numpy(x, xt):
-    samples = x.shape[0]
     for tile in range(xt.shape[0]):
         block = x[tile * TILE:(tile + 1) * TILE]      # (count, F)
         xt[tile, :, :len(block)] = block.T

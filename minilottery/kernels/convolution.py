@@ -1,0 +1,240 @@
+"""Convolution engines: three ways to compute the paper's convolutions, behind one signature.
+
+The paper's convolutions (its Figure 2 table: 3x3, "same" padding) are cross-correlations,
+
+    y[n, k, i, j] = b[k] + sum_{c, a, b} w[k, c, a, b] x[n, c, s*i + a - p, s*j + b - p]
+
+and every engine computes them and their gradients with the same two methods:
+
+    forward(x, w, b) -> y                     x (N, C, H, W), w (K, C, kh, kw), b (K,) -> y (N, K, Ho, Wo)
+    backward(dy, x, w) -> (dx, dw, db)        dL/dx, dL/dw and dL/db from dy = dL/dy
+
+* ``Direct``: the definition above by loops over the kernel taps, forward and backward.
+  It is slow and plain, the reference every other engine is tested against.
+* ``Im2col``: the receptive field of each output pixel becomes a column, so the
+  convolution is one matrix product per image, y[n] = W cols[n] (BLAS); its gradient
+  with respect to x, col2im, sums each column back onto the pixels it was read from.
+  It serves strided and 1x1 convolutions (Resnet-18's downsampling) and a network's
+  first layer (1 or 3 input channels, whose products are tiny).
+* ``Winograd``: F(4x4, 3x3) (winograd.py) for every other 3x3 "same" convolution, 4x
+  fewer multiplications than the direct sum and exact up to rounding. It works
+  through the batch a few images at a time, one chunk per core (``threads.run_chunks``):
+  each thread transforms its chunk, multiplies it with a single-threaded OpenBLAS and
+  transforms it back, so the two cores share the whole layer instead of meeting at a
+  barrier after every kernel and product.
+
+An engine's results depend only on its arguments. It keeps scratch memory between
+calls, and ``backward`` reuses what the forward pass of the same x and w computed
+(im2col's columns, Winograd's transformed filters).
+"""
+import numpy as np
+
+from .. import threads
+from . import conv as kernels
+from . import winograd
+
+# Winograd runs over the batch a few images at a time so that the transformed tiles
+# V and products M (36 x channels x tiles) stay in cache between the transforms and
+# the matrix products; this is the byte size of one such chunk.
+CHUNK_BYTES = 1 << 21
+
+# A network's first conv reads the image's 1 or 3 channels: its products are tiny, and
+# Winograd's transforms of the 64 output maps cost more than im2col does. Conv-2's first
+# layer on CIFAR-10 (batch 60): forward + backward 9.3 ms with Winograd, 5.8 with im2col.
+WINOGRAD_MIN_CHANNELS = 4
+
+
+def choose(in_channels, kernel_size, stride, padding):
+    """The engine minilottery uses for a layer of this shape."""
+    if (kernel_size, stride, padding) == (3, 1, 1) and in_channels >= WINOGRAD_MIN_CHANNELS:
+        return Winograd()
+    return Im2col(stride, padding)
+
+
+class Scratch:
+    """Work arrays by name, reusing the same memory on every call."""
+
+    def __init__(self):
+        self.arrays = {}
+
+    def __call__(self, name, shape, dtype):
+        """A C-contiguous array of ``shape`` (its contents are whatever was there)."""
+        size = int(np.prod(shape))
+        flat = self.arrays.get(name)
+        if flat is None or flat.size < size or flat.dtype != dtype:
+            flat = self.arrays[name] = np.empty(size, dtype)
+        return flat[:size].reshape(shape)
+
+
+def output_shape(x, w, stride, padding):
+    out_h = kernels.output_size(x.shape[2], w.shape[2], stride, padding)
+    out_w = kernels.output_size(x.shape[3], w.shape[3], stride, padding)
+    return x.shape[0], w.shape[0], out_h, out_w  # (N, K, Ho, Wo)
+
+
+# ---------------------------------------------------------------------------- the reference
+
+class Direct:
+    """The definition, by loops over the kernel taps (a, c): the reference engine."""
+
+    def __init__(self, stride=1, padding=1):
+        self.stride, self.padding = stride, padding
+
+    def _windows(self, padded, w, out_h, out_w):
+        """For every tap (a, c): the slice of the padded input that tap reads, (N, C, Ho, Wo)."""
+        s = self.stride
+        for a in range(w.shape[2]):
+            for c in range(w.shape[3]):
+                yield a, c, (slice(None), slice(None), slice(a, a + s * out_h, s), slice(c, c + s * out_w, s))
+
+    def forward(self, x, w, b):
+        p = self.padding
+        n_images, out_channels, out_h, out_w = output_shape(x, w, self.stride, p)
+        padded = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+        y = np.zeros((n_images, out_channels, out_h, out_w), np.result_type(x, w))
+        for a, c, window in self._windows(padded, w, out_h, out_w):
+            y += np.einsum("kc,nchw->nkhw", w[:, :, a, c], padded[window])  # y += w[:, :, a, c] ⋆ tap
+        return y + b[:, None, None]
+
+    def backward(self, dy, x, w, need_dx=True, dw=None):
+        p = self.padding
+        out_h, out_w = dy.shape[2:]
+        padded = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+        dpadded = np.zeros_like(padded)
+        dw = np.empty_like(w) if dw is None else dw
+        for a, c, window in self._windows(padded, w, out_h, out_w):
+            dw[:, :, a, c] = np.einsum("nkhw,nchw->kc", dy, padded[window])  # dw = dy · tap
+            dpadded[window] += np.einsum("kc,nkhw->nchw", w[:, :, a, c], dy)  # each tap's pixels get w^T dy
+        dx = dpadded[:, :, p:p + x.shape[2], p:p + x.shape[3]] if need_dx else None
+        return dx, dw, dy.sum(axis=(0, 2, 3))
+
+
+# ---------------------------------------------------------------------------- im2col
+
+class Im2col:
+    """Columns of receptive fields and one matrix product per image (BLAS)."""
+
+    def __init__(self, stride=1, padding=1):
+        self.stride, self.padding = stride, padding
+        self.scratch, self.cols_of = Scratch(), None
+
+    def forward(self, x, w, b):
+        n_images, out_channels, out_h, out_w = output_shape(x, w, self.stride, self.padding)
+        cols = self.scratch("cols", (n_images, w[0].size, out_h * out_w), x.dtype)  # (N, C*kh*kw, Ho*Wo)
+        kernels.im2col(x, cols, w.shape[2], w.shape[3], self.stride, self.padding)
+        self.cols_of = x  # the columns now in scratch are this x's
+        y = threads.matmul_each(w.reshape(out_channels, -1), cols)  # (N, K, Ho*Wo)
+        y += b[:, None]
+        return y.reshape(n_images, out_channels, out_h, out_w)
+
+    def backward(self, dy, x, w, need_dx=True, dw=None):
+        n_images, out_channels = dy.shape[:2]
+        cols = self.scratch("cols", (n_images, w[0].size, dy.shape[2] * dy.shape[3]), x.dtype)
+        if self.cols_of is not x:
+            kernels.im2col(x, cols, w.shape[2], w.shape[3], self.stride, self.padding)
+        dy = dy.reshape(n_images, out_channels, -1)  # (N, K, Ho*Wo)
+        # dW = sum_n dy[n] cols[n]^T: one product over (n, pixel) per worker's share of the batch
+        parts = []
+
+        def weight_grad(worker, images):
+            parts.append(np.tensordot(dy[images], cols[images], axes=([0, 2], [0, 2])))
+
+        threads.run_chunks(n_images, -(-n_images // threads.WORKERS), weight_grad)
+        dw = np.empty_like(w) if dw is None else dw
+        dw.reshape(out_channels, -1)[...] = sum(parts[1:], parts[0])
+        dx = None
+        if need_dx:
+            dcols = threads.matmul_each(w.reshape(out_channels, -1).T, dy)  # (N, C*kh*kw, Ho*Wo)
+            dx = np.empty_like(x)
+            kernels.col2im(dcols, dx, w.shape[2], w.shape[3], self.stride, self.padding)
+        return dx, dw, dy.sum(axis=(0, 2))
+
+
+# ---------------------------------------------------------------------------- Winograd F(4x4, 3x3)
+
+class Winograd:
+    """3x3 "same" convolutions by Winograd's F(4x4, 3x3), the batch in chunks per core.
+    Maps smaller than one 4x4 tile (VGG-19's last stage is 2x2) go to im2col, for which
+    Winograd saves nothing and whose transformed filters, 4x the size of w, cost most."""
+
+    def __init__(self):
+        self.scratch, self.small = Scratch(), Im2col(1, 1)
+        self.U_of = None  # the w whose transform U is in scratch
+        self.used = False  # whether the last forward took the Winograd path
+
+    def applies(self, x):
+        return min(x.shape[2:]) >= winograd.TILE
+
+    def _chunks(self, x, w):
+        """(tiles_h, tiles_w, images per chunk) for input x: chunks of about CHUNK_BYTES,
+        and at least one per worker when the batch allows."""
+        tiles_h, tiles_w = winograd.tile_grid(*x.shape[2:])
+        per_image = 36 * max(w.shape[0], w.shape[1]) * tiles_h * tiles_w * x.itemsize
+        return tiles_h, tiles_w, max(1, min(CHUNK_BYTES // per_image, -(-x.shape[0] // threads.WORKERS)))
+
+    def _filters(self, w):
+        U = self.scratch("U", (36, w.shape[0], w.shape[1]), w.dtype)  # G g G^T, (36, K, C)
+        if self.U_of is not w:
+            winograd.filter_transform(w, U)
+            self.U_of = w
+        return U
+
+    def forward(self, x, w, b):
+        self.used = self.applies(x)
+        if not self.used:
+            return self.small.forward(x, w, b)
+        n_images, channels, height, width = x.shape
+        out_channels = w.shape[0]
+        tiles_h, tiles_w, chunk = self._chunks(x, w)
+        self.U_of = None  # w may have changed since the last step: transform it afresh
+        U = self._filters(w)
+        y = np.empty((n_images, out_channels, height, width), x.dtype)
+
+        def work(worker, images):
+            tiles = (images.stop - images.start) * tiles_h * tiles_w
+            V = self.scratch(f"V{worker}", (36, channels, tiles), x.dtype)          # B^T d B per tile
+            M = self.scratch(f"M{worker}", (36, out_channels, tiles), x.dtype)
+            winograd.input_transform(x[images], V, tiles_h, tiles_w)
+            np.matmul(U, V, out=M)                                                  # M_ξ = U_ξ V_ξ
+            winograd.output_transform(M, b, y[images], tiles_h, tiles_w)           # A^T M A + b
+
+        threads.run_chunks(n_images, chunk, work)
+        return y
+
+    def backward(self, dy, x, w, need_dx=True, dw=None):
+        if not self.applies(x):
+            return self.small.backward(dy, x, w, need_dx, dw)
+        n_images, channels = x.shape[:2]
+        out_channels = w.shape[0]
+        tiles_h, tiles_w, chunk = self._chunks(x, w)
+        U = self._filters(w)
+        U_T = U.transpose(0, 2, 1)  # (36, C, K)
+        dU_parts = {}  # worker -> its running sum of dU over its chunks (36, K, C)
+        bias_partial = np.empty((n_images, out_channels), x.dtype)
+        dx = np.empty_like(x) if need_dx else None
+
+        def work(worker, images):
+            tiles = (images.stop - images.start) * tiles_h * tiles_w
+            V = self.scratch(f"V{worker}", (36, channels, tiles), x.dtype)
+            dM = self.scratch(f"M{worker}", (36, out_channels, tiles), x.dtype)
+            winograd.input_transform(x[images], V, tiles_h, tiles_w)  # recomputed: cheaper than keeping V
+            winograd.output_transform_adjoint(dy[images], dM, bias_partial[images], tiles_h, tiles_w)
+            if worker in dU_parts:
+                dU_chunk = self.scratch(f"dU_chunk{worker}", U.shape, x.dtype)
+                np.matmul(dM, V.transpose(0, 2, 1), out=dU_chunk)     # dU_ξ = dM_ξ V_ξ^T
+                dU_parts[worker] += dU_chunk
+            else:  # the worker's first chunk writes its sum directly
+                dU_parts[worker] = np.matmul(dM, V.transpose(0, 2, 1), out=self.scratch(f"dU{worker}", U.shape,
+                                                                                        x.dtype))
+            if need_dx:
+                np.matmul(U_T, dM, out=V)                             # dV_ξ = U_ξ^T dM_ξ
+                winograd.input_transform_adjoint(V, dx[images], tiles_h, tiles_w)
+
+        threads.run_chunks(n_images, chunk, work)
+        parts = list(dU_parts.values())
+        dU = parts[0]
+        for part in parts[1:]:
+            dU += part
+        dw = np.empty_like(w) if dw is None else dw
+        winograd.filter_transform_adjoint(dU, dw)  # dg = G^T dU G
+        return dx, dw, bias_partial.sum(axis=0)
