@@ -102,11 +102,12 @@ IMP = [sys.executable, "cli.py", "imp", "--rounds", "1", "--iterations", "400", 
        "--checkpoint-every", "100", "--quiet"]
 
 
-def test_a_killed_run_resumes_to_identical_numbers(tmp_path):
+def test_a_killed_run_resumes_to_identical_numbers(tmp_path, small_mnist):
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    whole = subprocess.run(IMP + ["--out", str(tmp_path / "whole")], env=env, capture_output=True, text=True)
+    imp = IMP + ["--data-dir", str(small_mnist)]
+    whole = subprocess.run(imp + ["--out", str(tmp_path / "whole")], env=env, capture_output=True, text=True)
     assert whole.returncode == 0, whole.stderr
-    process = subprocess.Popen(IMP + ["--out", str(tmp_path / "killed")], env=env,
+    process = subprocess.Popen(imp + ["--out", str(tmp_path / "killed")], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = tmp_path / "killed" / "trial0" / "round01" / "ticket" / "checkpoint.npz"
     deadline = time.time() + 120
@@ -116,7 +117,7 @@ def test_a_killed_run_resumes_to_identical_numbers(tmp_path):
     process.wait()
     assert checkpoint.exists(), "the run never reached a checkpoint in round 1"
     assert not (tmp_path / "killed" / "trial0" / "round01" / "ticket" / "metrics.json").exists()
-    resumed = subprocess.run(IMP + ["--out", str(tmp_path / "killed")], env=env, capture_output=True, text=True)
+    resumed = subprocess.run(imp + ["--out", str(tmp_path / "killed")], env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert (tmp_path / "whole" / "summary.csv").read_text().count("\n") == 5
     strip = [c for c in rundir.SUMMARY_COLUMNS if c != "wall_time_s"]

@@ -109,3 +109,22 @@ def test_mask_file_round_trip_and_corruption(tmp_path, lenet):
     (tmp_path / "mask.npz").write_bytes(b"not a zip file")
     with pytest.raises(ValueError, match="damaged NPZ"):
         Mask.load(tmp_path / "mask.npz")
+
+
+def test_a_mask_refuses_anything_but_0_and_1_when_assigned_too():
+    mask = Mask({"w": np.ones(3)})
+    with pytest.raises(ValueError, match="a mask may only hold 0 and 1"):
+        mask["w"] = np.array([1.0, 0.5, 0.0])
+    with pytest.raises(ValueError, match="a mask may only hold 0 and 1"):
+        mask.update(w=np.array([2.0, 0.0, 1.0]))
+    assert np.array_equal(mask["w"], np.ones(3))
+
+
+def test_the_output_layer_prunes_at_half_the_fc_rate_unless_told_otherwise():
+    from dataclasses import replace
+    hp = hparams.defaults("lenet")
+    assert replace(hp, rate_fc=0.4).rate("output") == pytest.approx(0.2)
+    assert replace(hp, rate_fc=0.4, rate_output=0.3).rate("output") == pytest.approx(0.3)
+    assert hparams.Hyperparameters.from_dict(replace(hp, rate_fc=0.4).to_dict()).rate("output") == pytest.approx(0.2)
+    kinds = nets.build("lenet").kinds
+    assert kinds == {"fc1.weight": "fc", "fc2.weight": "fc", "fc3.weight": "output"}
