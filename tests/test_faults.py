@@ -239,21 +239,22 @@ def truncated(written):
     return path, "truncated"
 
 
-def truncated_gzip(written):
+def gzipped_labels(written, damage):
+    """The labels file as .gz (in place of the plain one), then ``damage(gzipped bytes)``."""
     path, labels = labels_file(written)
     path.unlink()
     path = path.with_name(path.name + ".gz")
     idx.write_idx(path, labels)
-    path.write_bytes(path.read_bytes()[:-20])
+    path.write_bytes(damage(path.read_bytes()))
     return path, "cannot decompress"
+
+
+def truncated_gzip(written):
+    return gzipped_labels(written, lambda raw: raw[:-20])
 
 
 def not_gzip(written):
-    path, _ = labels_file(written)
-    path.unlink()
-    path = path.with_name(path.name + ".gz")
-    path.write_bytes(b"\x1f\x8b" + b"not really gzip" * 10)
-    return path, "cannot decompress"
+    return gzipped_labels(written, lambda raw: b"\x1f\x8b" + b"not really gzip" * 10)
 
 
 def wrong_magic(written):
