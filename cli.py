@@ -16,7 +16,7 @@ from dataclasses import fields
 
 import click
 
-from minilottery import hparams, lottery, progress, schedule
+from minilottery import executors, hparams, lottery, progress, schedule
 from minilottery.options import NET, QUIET, flags, friendly_errors
 from minilottery.train import TrainingDiverged
 
@@ -96,7 +96,7 @@ def bench(net, densities, iterations, repeats, as_json, sparse, compare):
 @click.option("--out", type=click.Path(file_okay=False), help="run folder [runs/NET or runs/NET-HASH]")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, exists=True),
               help="continue the run in this folder with its own settings")
-@flags(schedule.Running)
+@flags(executors.Running)
 @QUIET
 @friendly_errors
 def imp(net, out, resume_dir, workers, scheduler, job_threads, plan, quiet, **options):
@@ -123,7 +123,7 @@ def imp(net, out, resume_dir, workers, scheduler, job_threads, plan, quiet, **op
     folder.lock()
     folder.start(experiment.config())
     data = datasets.load(experiment.hp.dataset, experiment.data_dir)
-    executor = schedule.make_executor(workers, scheduler, job_threads)
+    executor = executors.make_executor(workers, scheduler, job_threads)
     line = progress.JobsProgress(quiet, experiment.hp.iterations)
     driver = schedule.Driver(experiment, folder, executor, data, job_threads, on_status=line.on_status,
                              on_eval=line.on_eval, on_notice=line.notice,
@@ -131,7 +131,7 @@ def imp(net, out, resume_dir, workers, scheduler, job_threads, plan, quiet, **op
     progress.print_table_header(experiment, executor, folder)
     handlers = schedule.install_stop_handlers(driver)
     try:
-        if isinstance(executor, schedule.DaskExecutor):
+        if isinstance(executor, executors.DaskExecutor):
             executor.check_folder(folder.root.resolve())
         driver.run()
     except rundir.Interrupted as interrupted:

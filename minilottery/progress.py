@@ -108,8 +108,8 @@ def print_table_header(experiment, executor, folder):
 
 
 def print_plan(experiment, folder):
-    """``imp --plan``: the jobs, the critical path and the expected wall time (schedule.plan)."""
-    from . import datasets, schedule
+    """``imp --plan``: the jobs, the critical path and the expected wall time (plan.plan)."""
+    from . import datasets, plan, threads
     hp = experiment.hp
     if hp.dataset not in datasets.IMAGE_SHAPES:
         raise ValueError(f"unknown dataset {hp.dataset!r}; choose one of {', '.join(datasets.IMAGE_SHAPES)}")
@@ -117,13 +117,13 @@ def print_plan(experiment, folder):
     click.echo(f"imp {hp.net} on {hp.dataset}: {experiment.trials} trial(s) x {experiment.rounds} rounds, "
                f"branches {', '.join(experiment.branches(experiment.rounds))}, {hp.iterations:,} iterations each")
     click.echo("timing a training step and an evaluation here ...", err=True)
-    plan = schedule.plan(experiment, folder, input_shape)
-    click.echo(f"jobs: {plan.jobs} ({plan.left} not finished); critical path: {plan.critical_path} trainings, "
-               "one after another")
-    click.echo(f"one branch: ~{schedule.format_duration(plan.seconds_all_cores)} alone on this machine's "
-               f"{schedule.threads.WORKERS} core(s), ~{schedule.format_duration(plan.seconds_one_core)} on one core")
+    expected = plan.plan(experiment, folder, input_shape)
+    click.echo(f"jobs: {expected.jobs} ({expected.left} not finished); critical path: "
+               f"{expected.critical_path} trainings, one after another")
+    click.echo(f"one branch: ~{plan.format_duration(expected.seconds_all_cores)} alone on this machine's "
+               f"{threads.WORKERS} core(s), ~{plan.format_duration(expected.seconds_one_core)} on one core")
     click.echo("workers  expected wall time   (one worker: every core here; more: one core each)")
-    for workers, seconds in plan.wall.items():
-        click.echo(f"{workers:>7}  {schedule.format_duration(seconds)}")
-    floor = plan.critical_path * plan.seconds_one_core
-    click.echo(f"floor (the critical path on one core per job): {schedule.format_duration(floor)}")
+    for workers, seconds in expected.wall.items():
+        click.echo(f"{workers:>7}  {plan.format_duration(seconds)}")
+    floor = expected.critical_path * expected.seconds_one_core
+    click.echo(f"floor (the critical path on one core per job): {plan.format_duration(floor)}")

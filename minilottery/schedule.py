@@ -4,14 +4,16 @@ The paper's protocol is far more than one training: five trials, 16 to 20+ round
 every round training the ticket beside its controls. lottery.py cuts it into jobs
 (one branch of one round of one trial) that depend only on files; this module runs
 them. One ``Driver`` serves every way of running, through a concurrent.futures-style
-executor:
+executor (executors.py):
 
 * ``Inline``: one job at a time in this process, with a progress line per evaluation
   (``imp --workers 1``, the default);
 * ``Processes``: N worker processes of the standard library, each with its share of
   the cores for OpenBLAS and Numba (``imp --workers N``);
-* ``dask_executor``: any Dask distributed cluster, through the executor its client
+* ``DaskExecutor``: any Dask distributed cluster, through the executor its client
   provides (``imp --scheduler ADDRESS``, or ``local`` for a LocalCluster).
+
+``work`` is the job as a worker runs it, and ``worker_setup`` prepares a local worker.
 
 The driver holds the run folder's lock, submits every job whose needs are finished
 (earliest round first, the ticket before its controls), and is the only writer of
@@ -24,20 +26,16 @@ A job's result does not depend on where or in which order it runs: given the sam
 threads per job (``--job-threads``), every way of running writes bit-identical files.
 """
 import ctypes
-import heapq
 import os
 import signal
 import socket
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from multiprocessing import get_context
-from pathlib import Path
 
-from . import datasets, lottery, rundir, threads
+from . import datasets, lottery, plan, rundir, threads
 from .files import RunFileError
-from .hparams import option
 from .train import check_batch_size
 
 # A pool whose workers die this many times in a row with no job finished in between
@@ -110,7 +108,7 @@ def dataset(name, data_dir):
     return _datasets[key]
 
 
-def _worker_setup(job_threads, driver):
+def worker_setup(job_threads, driver):
     """A local worker process: its share of the cores; Ctrl-C and SIGTERM ask for a checkpoint.
 
     Ctrl-C at a terminal reaches every process of the group; the driver turns it into
@@ -136,130 +134,6 @@ def _worker_setup(job_threads, driver):
     if _orphaned():  # the driver died before the line above took effect
         os._exit(1)
     threads.use_cores(job_threads)
-
-
-# ---------------------------------------------------------------------------- executors
-
-@dataclass
-class Running:
-    """How ``imp`` runs its jobs; each field is a flag."""
-    workers: int = option(1, "jobs (branches) trained side by side in local worker processes, each with its "
-                             "share of the cores; with --scheduler local, the LocalCluster's worker processes")
-    scheduler: str = option(None, "run the jobs on the Dask cluster at this address (tcp://host:8786), or "
-                                  "'local' for a Dask LocalCluster here; the run folder must be on storage every "
-                                  "worker sees [pip install 'minilottery[dask]']")
-    job_threads: int = option(None, "OpenBLAS and Numba threads per job [cores / --workers; 1 on Dask]; runs "
-                                    "with the same value write bit-identical files however their jobs are spread")
-    plan: bool = option(False, "train nothing: print the jobs, the critical path and the expected wall time on "
-                               "1, 2, 8, 32 and 128 workers, from a short timing here")
-
-
-class Inline:
-    """Runs each job in this process when it is submitted (``--workers 1``)."""
-    capacity, in_process, description = 1, True, "this process"
-
-    def submit(self, function, *args, **kwargs):
-        future = Future()
-        try:
-            future.set_result(function(*args, **kwargs))
-        except Exception as error:  # KeyboardInterrupt (a second Ctrl-C) goes straight up
-            future.set_exception(error)
-        return future
-
-    def restart(self):
-        pass
-
-    def shutdown(self, force=False):
-        pass
-
-
-class Processes:
-    """N worker processes of the standard library (spawned, so no thread pool is forked)."""
-    in_process = False
-
-    def __init__(self, workers, job_threads):
-        self.capacity, self.job_threads = workers, job_threads
-        self.description = f"{workers} worker processes, {job_threads} thread(s) each"
-        self.pool = self._new_pool()
-
-    def _new_pool(self):
-        return ProcessPoolExecutor(self.capacity, mp_context=get_context("spawn"), initializer=_worker_setup,
-                                   initargs=(self.job_threads, os.getpid()))
-
-    def submit(self, function, *args, **kwargs):
-        return self.pool.submit(function, *args, **kwargs)
-
-    def restart(self):
-        """After a worker died (the pool is broken): a fresh pool."""
-        self.shutdown(force=True)
-        self.pool = self._new_pool()
-
-    def shutdown(self, force=False):
-        if force:  # no worker may go on writing a branch folder once the driver lets go of it
-            for process in list(getattr(self.pool, "_processes", {}).values()):
-                process.kill()
-        self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-class DaskExecutor:
-    """Jobs on a Dask distributed cluster through the executor its client provides."""
-    in_process = False
-
-    def __init__(self, address, workers, job_threads):
-        try:
-            from distributed import Client, LocalCluster
-        except ImportError:
-            raise ValueError("--scheduler needs Dask distributed: pip install 'minilottery[dask]'") from None
-        self.cluster = None
-        if address == "local":
-            self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                        host="127.0.0.1", dashboard_address=None)
-            address = self.cluster
-        try:
-            self.client = Client(address)  # waits distributed.comm.timeouts.connect (Dask's config)
-        except OSError as error:
-            raise ValueError(f"cannot reach the Dask scheduler at {address} ({error}); start one with "
-                             "'dask scheduler' or use --scheduler local") from None
-        self.executor = self.client.get_executor(pure=False)
-        self.job_threads = job_threads
-        self.capacity = max(1, sum(self.client.nthreads().values()))
-        self.description = f"Dask at {self.client.scheduler.address}, {self.capacity} worker thread(s)"
-
-    def check_folder(self, root):
-        """Every worker must see the run folder: say which one does not, and what to do."""
-        found = self.client.run(_sees_folder, str(root))
-        blind = [worker for worker, ok in found.items() if not ok]
-        if blind:
-            raise ValueError(f"Dask worker {blind[0]} cannot see the run folder {root}; put it on storage "
-                             "every worker mounts (a shared file system) and pass that path as --out")
-
-    def submit(self, function, *args, **kwargs):
-        return self.executor.submit(function, *args, **kwargs)
-
-    def restart(self):
-        pass  # Dask's nannies restart dead workers and reschedule their tasks themselves
-
-    def shutdown(self, force=False):
-        self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
-
-
-def _sees_folder(root):
-    return (Path(root) / "config.json").exists()
-
-
-def make_executor(workers=1, scheduler=None, job_threads=None):
-    """The executor for ``--workers`` and ``--scheduler``, and the threads each job gets."""
-    if workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {workers}")
-    if job_threads is not None and job_threads < 1:
-        raise ValueError(f"--job-threads must be at least 1, got {job_threads}")
-    if scheduler:
-        return DaskExecutor(scheduler, workers, job_threads or 1)
-    if workers == 1:
-        return Inline()
-    return Processes(workers, job_threads or max(1, threads.WORKERS // workers))
 
 
 # ---------------------------------------------------------------------------- the driver
@@ -388,87 +262,9 @@ class Driver:
             left = {job: max(typical - (now - submitted), 0.0) for job, submitted in running.values()}
             if starting:
                 left[starting] = typical
-            status.seconds_left = makespan(waiting, self.executor.capacity, lambda job: typical,
+            status.seconds_left = plan.makespan(waiting, self.executor.capacity, lambda job: typical,
                                            done=set(self.results), running=left)
         self.on_status(status)
-
-
-# ---------------------------------------------------------------------------- how long it takes
-
-def makespan(jobs, workers, duration, done=(), running=None):
-    """Wall time to run ``jobs`` on ``workers``, each job taking ``duration(job)`` seconds,
-    taking ready jobs in priority order as the driver does. ``done``: jobs already
-    finished; ``running``: job -> seconds it still needs."""
-    running = dict(running or {})
-    finished = set(done)
-    waiting = sorted(jobs, key=lottery.Job.priority)
-    events = [(left, job.priority(), job) for job, left in running.items()]
-    heapq.heapify(events)
-    now, free = 0.0, workers - len(events)
-    while waiting or events:
-        ready = [job for job in waiting if all(n in finished for n in job.needs())]
-        for job in ready[:max(free, 0)]:
-            waiting.remove(job)
-            heapq.heappush(events, (now + duration(job), job.priority(), job))
-            free -= 1
-        if not events:
-            raise ValueError("jobs wait for jobs that are not in the plan")
-        now, _, job = heapq.heappop(events)
-        finished.add(job)
-        free += 1
-    return now
-
-
-def critical_path(experiment):
-    """The longest chain of trainings that must run one after another: rounds + 1."""
-    return experiment.rounds + 1
-
-
-PLAN_WORKERS = (1, 2, 8, 32, 128)
-
-
-@dataclass
-class Plan:
-    """What ``imp --plan`` prints: the work, the critical path, and the wall time per worker count."""
-    jobs: int
-    left: int
-    critical_path: int
-    seconds_all_cores: float  # one branch, one job at a time on every core of this machine
-    seconds_one_core: float  # one branch, one job per core
-    wall: dict  # workers -> seconds
-
-
-def plan(experiment, folder, input_shape, workers=PLAN_WORKERS, budget=2.0):
-    """Time a training step and an evaluation here, then schedule the unfinished jobs on
-    1, 2, 8, 32 and 128 workers. One worker gets every core of this machine; more
-    workers get one core each, as on a cluster of machines like this one."""
-    from . import bench
-    jobs = experiment.jobs()
-    left = [job for job in jobs if not folder.branch(job).finished()]
-    done = set(jobs) - set(left)
-    cores = threads.WORKERS
-    seconds = {}
-    for count in sorted({cores, 1}, reverse=True):
-        threads.use_cores(count)
-        seconds[count], _ = bench.branch_seconds(experiment.hp, input_shape, budget, experiment.sparse)
-    threads.use_cores(cores)
-    wall = {}
-    for count in workers:
-        per_job = seconds[cores] if count == 1 else seconds[1]
-        wall[count] = makespan(left, count, lambda job: per_job, done=done)
-    return Plan(len(jobs), len(left), critical_path(experiment), seconds[cores], seconds[1], wall)
-
-
-def format_duration(seconds):
-    seconds = int(round(seconds))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    return f"{minutes} min {seconds:02d} s"
 
 
 def install_stop_handlers(driver):

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-from minilottery import files, hparams, lottery, nets, rundir, schedule, train
+from minilottery import executors, files, hparams, lottery, nets, rundir, schedule, train
 
 
 def tiny(**changes):
@@ -22,7 +22,7 @@ def run(tmp_path, mnist, hp, name="run", **options):
     experiment = lottery.Experiment(hp, **{"rounds": 2, "controls": ("reinit", "random"), **options}).validate()
     folder = rundir.RunFolder(tmp_path / name)
     folder.start(experiment.config())
-    schedule.Driver(experiment, folder, schedule.Inline(), mnist).run()
+    schedule.Driver(experiment, folder, executors.Inline(), mnist).run()
     return folder
 
 

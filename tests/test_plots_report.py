@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from matplotlib import colors, image
 
 import cli
-from minilottery import datasets, hparams, idx, lottery, plots, pruning, rundir, schedule
+from minilottery import datasets, executors, hparams, idx, lottery, plots, pruning, rundir, schedule
 from minilottery.plots import FIGURES, figure_3_rounds
 from minilottery.report import RunResults
 
@@ -30,7 +30,7 @@ def run_folder(tmp_path_factory, mnist):
     experiment = lottery.Experiment(hp, rounds=2, trials=2, controls=("reinit", "random"), oneshot=True).validate()
     folder = rundir.RunFolder(tmp_path_factory.mktemp("imp") / "run")
     folder.start(experiment.config())
-    schedule.Driver(experiment, folder, schedule.Inline(), small).run()
+    schedule.Driver(experiment, folder, executors.Inline(), small).run()
     return folder.root
 
 

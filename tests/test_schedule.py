@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minilottery import files, hparams, lottery, rundir, schedule
+from minilottery import files, hparams, lottery, plan, rundir, schedule
 
 COMPARED = [c for c in rundir.SUMMARY_COLUMNS if c != "wall_time_s"]
 # Dask's own setting for how long to try reaching a scheduler (the test of an unreachable one)
@@ -200,17 +200,17 @@ def test_the_graph_needs_only_the_last_rounds_ticket():
 @pytest.mark.parametrize("workers, expected", [(1, 6), (2, 3), (64, 3)])
 def test_makespan_of_one_trial_with_its_control(workers, expected):
     jobs = experiment(rounds=2, controls=("reinit",)).jobs()  # ticket and reinit at rounds 0, 1, 2
-    assert schedule.makespan(jobs, workers, lambda job: 1.0) == expected
+    assert plan.makespan(jobs, workers, lambda job: 1.0) == expected
 
 
 def test_makespan_is_floored_by_the_critical_path_and_counts_running_jobs():
     e = experiment(rounds=15, trials=5, controls=("reinit",))
     jobs = e.jobs()
-    assert schedule.makespan(jobs, 1000, lambda job: 2.0) == 2.0 * schedule.critical_path(e)
-    assert schedule.makespan(jobs, 1, lambda job: 2.0) == 2.0 * len(jobs)
+    assert plan.makespan(jobs, 1000, lambda job: 2.0) == 2.0 * plan.critical_path(e)
+    assert plan.makespan(jobs, 1, lambda job: 2.0) == 2.0 * len(jobs)
     first = lottery.Job(0, 0, "ticket")
     rest = [job for job in jobs if job != first]
-    assert schedule.makespan(rest, 1, lambda job: 2.0, running={first: 0.5}) == 0.5 + 2.0 * len(rest)
+    assert plan.makespan(rest, 1, lambda job: 2.0, running={first: 0.5}) == 0.5 + 2.0 * len(rest)
 
 
 def test_plan_trains_nothing_and_prints_the_wall_time_per_worker_count(tmp_path):
