@@ -121,7 +121,7 @@ def imp(net, out, resume_dir, workers, scheduler, job_threads, plan, quiet, **op
     if plan:
         return progress.print_plan(experiment, folder)
     folder.lock()
-    folder.start(experiment.config())
+    folder.start(experiment.config(), complete=lottery.Experiment.complete_config)
     data = datasets.load(experiment.hp.dataset, experiment.data_dir)
     executor = executors.make_executor(workers, scheduler, job_threads)
     line = progress.JobsProgress(quiet, experiment.hp.iterations)

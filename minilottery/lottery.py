@@ -41,6 +41,7 @@ from .train import Trainer
 from .rundir import BRANCHES, CONTROLS  # noqa: E402  (the names live with the run folder)
 
 
+DATA_ORDERS = ("trial", "branch")
 CONTROL_CHOICES = {"none": (), **{control: (control,) for control in CONTROLS}, "both": CONTROLS}
 
 
@@ -60,6 +61,8 @@ class Experiment:
     data_dir: str = option(None, "read the dataset's files from this folder", path=True)
     sparse: str = option("auto", "sparse kernels for layers below the density threshold",
                          choices=("auto", "on", "off"))
+    data_order: str = option("trial", "minibatch order: 'trial', one sequence for every round and branch of a "
+                                      "trial, or 'branch', each branch its own", choices=DATA_ORDERS)
 
     def validate(self):
         if self.rounds < 0:
@@ -72,6 +75,8 @@ class Experiment:
         unknown = set(self.controls) - set(CONTROLS)
         if unknown:
             raise ValueError(f"unknown control {sorted(unknown)[0]!r}; choose reinit, random, both or none")
+        if self.data_order not in DATA_ORDERS:
+            raise ValueError(f"unknown data order {self.data_order!r}; choose trial or branch")
         if self.checkpoint_every <= 0:
             raise ValueError(f"checkpoint interval must be positive, got {self.checkpoint_every}")
         self.hp.validate()
@@ -95,6 +100,14 @@ class Experiment:
         except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise RunFileError(f"{path}: damaged ({type(error).__name__}: {error}); restore it, or start "
                                "the run again in another folder") from None
+
+    @classmethod
+    def complete_config(cls, config):
+        """An older config.json with every setting added since, at its default: the
+        behaviour the run had before the setting existed."""
+        defaults = {f.name: f.default for f in fields(cls) if f.name != "hp"}
+        defaults["controls"] = list(defaults["controls"])
+        return {**defaults, **config}
 
     def branches(self, round_index):
         """The branches trained at a round, in order."""
@@ -158,7 +171,7 @@ def run_job(experiment, folder, job, data, on_eval=None, stop_requested=None):
     mask = branch.keep_mask(mask, like=net)
     net.set_params(start_weights)
     net.set_mask(mask)                                               # m ⊙ θ₀
-    trainer = Trainer(net, data, experiment.hp, seed)
+    trainer = Trainer(net, data, experiment.hp, seed, order_seed=data_order_seed(experiment, job))
     trainer.iteration = reset_iteration(experiment, job)
     rewinding = job == Job(job.trial, 0, "ticket") and experiment.rewind_iteration > 0
     snapshots = {experiment.rewind_iteration} if rewinding else ()
@@ -218,6 +231,14 @@ def reset_weights(experiment, folder, job, theta_0, net):
 def reset_iteration(experiment, job):
     """Where training starts: 0, or k when rewinding to θ_k."""
     return 0 if job.round == 0 else experiment.rewind_iteration
+
+
+def data_order_seed(experiment, job):
+    """The seed of a branch's minibatch order: the trial's (every branch of a trial sees the
+    same sequence, so their validation curves dip at the same iterations), or the branch's own."""
+    if experiment.data_order == "trial":
+        return [experiment.trial_seed(job.trial), 7]
+    return [experiment.trial_seed(job.trial), 7, job.round, BRANCHES.index(job.branch)]
 
 
 def reinit_seed(experiment, job):

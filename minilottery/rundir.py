@@ -58,6 +58,8 @@ def default_folder(config):
     paper = defaults(hp["net"]).to_dict()
     changed = {k: v for k, v in hp.items() if paper.get(k) != v}
     changed.update({k: config[k] for k in ("seed", "rewind_iteration") if config[k]})
+    if config.get("data_order", "trial") != "trial":
+        changed["data_order"] = config["data_order"]
     if not changed:
         return Path("runs") / hp["net"]
     digest = hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
@@ -102,11 +104,15 @@ class RunFolder:
         self.lock_handle.flush()
         HELD_LOCKS[key] = self.lock_handle
 
-    def start(self, config):
-        """Write config.json, or check that an existing one agrees with ``config``."""
+    def start(self, config, complete=None):
+        """Write config.json, or check that an existing one agrees with ``config``.
+
+        ``complete(old)`` gives an older config.json every setting it lacks, at the
+        value the run had (its default then): lottery.Experiment.complete_config.
+        """
         path = self.root / "config.json"
         if path.exists():
-            old = self.config()
+            old = complete(self.config()) if complete else self.config()
             for key in sorted(set(old) | set(config)):
                 if key in EXTENDABLE or key == "versions":
                     continue

@@ -101,10 +101,12 @@ class Trainer:
     from generators the trainer owns; all of it is in ``state()``.
     """
 
-    def __init__(self, net, data, hp, seed):
+    def __init__(self, net, data, hp, seed, order_seed=None):
+        """``order_seed`` seeds the minibatch order (default: derived from ``seed``)."""
         check_batch_size(hp, data)
         self.net, self.data, self.hp = net, data, hp
-        self.batches = Batches(data.x_train, data.y_train, hp.batch_size, seed=[seed, 7])
+        self.batches = Batches(data.x_train, data.y_train, hp.batch_size,
+                               seed=[seed, 7] if order_seed is None else order_seed)
         self.optimizer = optim.make(hp.optimizer, net, hp.momentum, hp.weight_decay, hp.nesterov)
         self.schedule = optim.Schedule(hp.lr, hp.warmup, tuple(hp.milestones), hp.gamma)
         self.augment_rng = np.random.default_rng([seed, 11])

@@ -210,3 +210,25 @@ def test_global_pruning_of_lenet_prunes_at_the_fc_rate(tmp_path, mnist):
     mask = mask_of(folder, 0, 1, "ticket")
     assert mask.kept() == mask.size() - round(0.2 * mask.size())
     assert mask.density("fc3.weight") != pytest.approx(0.9)  # one threshold, not per-layer rates
+
+
+def test_data_order_is_the_trials_or_each_branchs_own():
+    e = lottery.Experiment(hparams.Hyperparameters())
+    ticket, reinit = lottery.Job(0, 1, "ticket"), lottery.Job(0, 1, "reinit")
+    assert lottery.data_order_seed(e, ticket) == lottery.data_order_seed(e, reinit) == [0, 7]
+    assert lottery.data_order_seed(e, lottery.Job(1, 0, "ticket")) == [1, 7]
+    own = lottery.Experiment(hparams.Hyperparameters(), data_order="branch")
+    seeds = {tuple(lottery.data_order_seed(own, job)) for job in own.jobs()}
+    assert len(seeds) == len(own.jobs())  # every branch its own sequence
+    with pytest.raises(ValueError, match="unknown data order 'epoch'"):
+        lottery.Experiment(hparams.Hyperparameters(), data_order="epoch").validate()
+
+
+def test_a_run_from_before_data_order_resumes_but_refuses_another_order(tmp_path):
+    assert invoke("--rounds", "0", "--iterations", "20", "--out", str(tmp_path)).exit_code == 0
+    config = files.read_json(tmp_path / "config.json")
+    del config["data_order"]  # as an older minilottery wrote it
+    files.write_json(tmp_path / "config.json", config)
+    assert invoke("--rounds", "1", "--iterations", "20", "--out", str(tmp_path)).exit_code == 0
+    result = invoke("--rounds", "1", "--iterations", "20", "--data-order", "branch", "--out", str(tmp_path))
+    assert result.exit_code == 1 and "data_order: 'trial' then, 'branch' now" in result.output
