@@ -18,7 +18,7 @@ import click
 
 from minilottery import executors, hparams, lottery, progress, schedule
 from minilottery.options import NET, QUIET, flags, friendly_errors
-from minilottery.train import TrainingDiverged
+from minilottery.train import TrainingDiverged, check_batch_size
 
 HYPERPARAMETERS = [f.name for f in fields(hparams.Hyperparameters)]
 
@@ -121,16 +121,17 @@ def imp(net, out, resume_dir, workers, scheduler, job_threads, plan, quiet, **op
     if plan:
         return progress.print_plan(experiment, folder)
     folder.lock()
-    folder.start(experiment.config(), complete=lottery.Experiment.complete_config)
-    data = datasets.load(experiment.hp.dataset, experiment.data_dir)
+    data = datasets.load(experiment.hp.dataset, experiment.data_dir)  # bad input stops here, before
+    check_batch_size(experiment.hp, data)                             # the folder gets a config.json
     executor = executors.make_executor(workers, scheduler, job_threads)
     line = progress.JobsProgress(quiet, experiment.hp.iterations)
     driver = schedule.Driver(experiment, folder, executor, data, job_threads, on_status=line.on_status,
                              on_eval=line.on_eval, on_notice=line.notice,
                              on_round=lambda t, r, results: progress.print_round(t, r, results, experiment.trials))
-    progress.print_table_header(experiment, executor, folder)
     handlers = schedule.install_stop_handlers(driver)
     try:
+        folder.start(experiment.config(), complete=lottery.Experiment.complete_config)
+        progress.print_table_header(experiment, executor, folder)
         if isinstance(executor, executors.DaskExecutor):
             executor.check_folder(folder.root.resolve())
         driver.run()

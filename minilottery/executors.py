@@ -23,8 +23,8 @@ class Running:
     scheduler: str = option(None, "run the jobs on the Dask cluster at this address (tcp://host:8786), or "
                                   "'local' for a Dask LocalCluster here; the run folder must be on storage every "
                                   "worker sees [pip install 'minilottery[dask]']")
-    job_threads: int = option(None, "OpenBLAS and Numba threads per job [cores / --workers; 1 on Dask]; runs "
-                                    "with the same value write bit-identical files however their jobs are spread")
+    job_threads: int = option(None, "OpenBLAS and Numba threads per job [cores / --workers; 1 on Dask]; with 1, "
+                                    "runs write bit-identical files however their jobs are spread")
     plan: bool = option(False, "train nothing: print the jobs, the critical path and the expected wall time on "
                                "1, 2, 8, 32 and 128 workers, from a short timing here")
 
@@ -93,12 +93,18 @@ class DaskExecutor:
         try:
             self.client = Client(address)  # waits distributed.comm.timeouts.connect (Dask's config)
         except OSError as error:
+            if self.cluster is not None:
+                self.cluster.close()
             raise ValueError(f"cannot reach the Dask scheduler at {address} ({error}); start one with "
                              "'dask scheduler' or use --scheduler local") from None
         self.executor = self.client.get_executor(pure=False)
         self.job_threads = job_threads
-        self.capacity = max(1, sum(self.client.nthreads().values()))
-        self.description = f"Dask at {self.client.scheduler.address}, {self.capacity} worker thread(s)"
+        self.description = f"Dask at {self.client.scheduler.address}, {self.capacity} worker thread(s) now"
+
+    @property
+    def capacity(self):
+        """Worker threads now: workers that join later (dask-jobqueue, a late ``dask worker``) count."""
+        return max(1, sum(self.client.nthreads().values()))
 
     def check_folder(self, root):
         """Every worker must see the run folder: say which one does not, and what to do."""

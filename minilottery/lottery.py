@@ -36,9 +36,9 @@ from . import hparams, nets, pruning, rundir
 from .files import RunFileError
 from .hparams import option
 from .masks import Mask
+from .rundir import BRANCHES, CONTROLS  # the branch names live with the run folder
 from .train import Trainer
 
-from .rundir import BRANCHES, CONTROLS  # noqa: E402  (the names live with the run folder)
 
 
 DATA_ORDERS = ("trial", "branch")

@@ -13,6 +13,7 @@ import click
 from . import hparams
 from .files import RunFileError
 from .idx import DataFileError
+from .schedule import RunError
 from .train import TrainingDiverged
 
 
@@ -62,6 +63,6 @@ def friendly_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (ValueError, DataFileError, RunFileError, TrainingDiverged, OSError) as error:
+        except (ValueError, DataFileError, RunFileError, TrainingDiverged, OSError, RunError) as error:
             raise click.ClickException(str(error).splitlines()[0] if str(error) else repr(error)) from None
     return wrapper

@@ -11,11 +11,11 @@ from .train import Timer, format_eta
 class ProgressLine:
     """One self-overwriting line on stderr: iteration, loss, validation accuracy, time left."""
 
-    def __init__(self, total, quiet=False, label=""):
-        self.total, self.quiet, self.label, self.timer = total, quiet, label, Timer()
+    def __init__(self, total, quiet=False):
+        self.total, self.quiet, self.timer = total, quiet, Timer()
         self.done_before = None
 
-    def update(self, done, loss, val_accuracy, extra=""):
+    def update(self, done, loss, val_accuracy):
         if self.quiet:
             return
         if self.done_before is None:
@@ -25,8 +25,8 @@ class ProgressLine:
         left = (self.total - done) / rate if rate > 0 else 0
         bar = "#" * int(20 * fraction)
         loss_text = f"{loss:.4f}" if loss == loss else "-"  # no loss before the first step
-        line = (f"\r{self.label}[{bar:<20}] {done:,}/{self.total:,} | loss {loss_text} | "
-                f"val acc {100 * val_accuracy:.2f}% | {format_eta(left)} left{extra}  ")
+        line = (f"\r[{bar:<20}] {done:,}/{self.total:,} | loss {loss_text} | "
+                f"val acc {100 * val_accuracy:.2f}% | {format_eta(left)} left  ")
         click.echo(line, nl=False, err=True)
 
     def close(self):
@@ -49,7 +49,6 @@ class JobsProgress:
     process (one worker) at its last evaluation, and the time left."""
 
     def __init__(self, quiet, iterations):
-        from minilottery.train import Timer
         self.quiet, self.iterations, self.timer = quiet, iterations, Timer()
         self.status, self.detail, self.job_began = None, "", None
 

@@ -22,8 +22,10 @@ checkpoint: the job is submitted again and resumes from it. A stop (Ctrl-C, or
 SIGTERM from a batch scheduler) writes RUN/.stop, every running job checkpoints at
 its next evaluation, and the same command resumes.
 
-A job's result does not depend on where or in which order it runs: given the same
-threads per job (``--job-threads``), every way of running writes bit-identical files.
+A job's result does not depend on where or in which order it runs: with one thread per
+job every way of running writes bit-identical files, and so does Lenet with any fixed
+``--job-threads`` (Winograd hands its chunks to whichever thread is free, so a conv net on
+more than one thread per job sums its filter gradients in a varying order).
 """
 import ctypes
 import os
@@ -36,7 +38,14 @@ from dataclasses import dataclass, field
 
 from . import datasets, lottery, plan, rundir, threads
 from .files import RunFileError
-from .train import check_batch_size
+from .train import TrainingDiverged, check_batch_size
+
+class RunError(RuntimeError):
+    """A job failed in a way no input explains (a worker keeps dying, an error in a worker)."""
+
+
+# The failures whose own one-line message says what to do; any other is wrapped in RunError
+EXPECTED = (ValueError, OSError, TrainingDiverged)
 
 # A pool whose workers die this many times in a row with no job finished in between
 # is not a passing accident (out of memory, a crash in a kernel): the driver gives up.
@@ -165,6 +174,7 @@ class Driver:
         self.jobs = experiment.jobs()
         self.results = {}  # Job -> metrics
         self.status = Status(len(self.jobs))
+        self.estimated = (-1, -1, 0.0, 0.0)  # (jobs done, running, when, seconds left then)
         self.tables = [(r, t) for r in range(experiment.rounds + 1) for t in range(experiment.trials)]
 
     def stop(self):
@@ -192,7 +202,8 @@ class Driver:
                         break
                     waiting.remove(job)
                     self._report(waiting, running, starting=job)  # an in-process job runs inside submit
-                    running[self._submit(job)] = (job, time.perf_counter())
+                    submitted = time.perf_counter()
+                    running[self._submit(job)] = (job, submitted)
             finished, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
             for future in finished:
                 if future not in running:
@@ -205,8 +216,8 @@ class Driver:
                     # and resumes from its last checkpoint
                     breaks += 1
                     if breaks >= MAX_POOL_BREAKS:
-                        raise RuntimeError(f"worker processes died {breaks} times in a row (last while "
-                                           f"running {job}); see the system log for why") from None
+                        raise RunError(f"worker processes died {breaks} times in a row (last while running "
+                                       f"{job}); see the system log for why (out of memory?)") from None
                     again = [job] + [j for j, _ in running.values()]
                     self.on_notice(f"a worker process died; {len(again)} job(s) run again from their checkpoints")
                     waiting = sorted(waiting + again, key=lottery.Job.priority)
@@ -214,7 +225,8 @@ class Driver:
                     self.executor.restart()
                     break
                 except Exception as error:  # the job failed: let the others checkpoint, then report it
-                    failure = failure or error
+                    failure = failure or (error if isinstance(error, EXPECTED) else
+                                          RunError(f"{job} failed: {type(error).__name__}: {error}"))
                     self.stop()
                     continue
                 if outcome == "interrupted":  # checkpointed; a worker told to stop means the run stops
@@ -256,14 +268,18 @@ class Driver:
         status = self.status
         status.done, status.waiting = len(self.results), len(waiting)
         status.running = [job for job, _ in running.values()] + ([starting] if starting else [])
-        if status.job_seconds:
+        now = time.perf_counter()
+        if status.job_seconds and (len(self.results), len(status.running)) != self.estimated[:2]:
+            # a job started or finished: schedule what is left again (between events, count down)
             typical = sorted(status.job_seconds)[len(status.job_seconds) // 2]
-            now = time.perf_counter()
             left = {job: max(typical - (now - submitted), 0.0) for job, submitted in running.values()}
             if starting:
                 left[starting] = typical
-            status.seconds_left = plan.makespan(waiting, self.executor.capacity, lambda job: typical,
-                                           done=set(self.results), running=left)
+            self.estimated = (len(self.results), len(status.running), now,
+                              plan.makespan(waiting, self.executor.capacity, lambda job: typical,
+                                            done=set(self.results), running=left))
+        if status.job_seconds:
+            status.seconds_left = max(self.estimated[3] - (now - self.estimated[2]), 0.0)
         self.on_status(status)
 
 

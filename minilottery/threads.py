@@ -76,6 +76,8 @@ def use_cores(count):
         _set_blas_threads_global(count)
     numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
     if count != WORKERS:
+        if _pool is not None:
+            _pool.shutdown(wait=False)  # its threads end once they are idle
         WORKERS, _pool = count, None
 
 
