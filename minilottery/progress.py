@@ -115,7 +115,7 @@ def print_plan(experiment, folder):
     input_shape = datasets.IMAGE_SHAPES[hp.dataset]
     click.echo(f"imp {hp.net} on {hp.dataset}: {experiment.trials} trial(s) x {experiment.rounds} rounds, "
                f"branches {', '.join(experiment.branches(experiment.rounds))}, {hp.iterations:,} iterations each")
-    click.echo("timing a training step and an evaluation here ...", err=True)
+    click.echo("timing a training step and an evaluation here (other work on the cores skews it) ...", err=True)
     expected = plan.plan(experiment, folder, input_shape)
     click.echo(f"jobs: {expected.jobs} ({expected.left} not finished); critical path: "
                f"{expected.critical_path} trainings, one after another")
