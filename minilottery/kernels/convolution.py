@@ -80,7 +80,7 @@ class Direct:
     def __init__(self, stride=1, padding=1):
         self.stride, self.padding = stride, padding
 
-    def _windows(self, padded, w, out_h, out_w):
+    def _windows(self, w, out_h, out_w):
         """For every tap (a, c): the slice of the padded input that tap reads, (N, C, Ho, Wo)."""
         s = self.stride
         for a in range(w.shape[2]):
@@ -92,7 +92,7 @@ class Direct:
         n_images, out_channels, out_h, out_w = output_shape(x, w, self.stride, p)
         padded = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
         y = np.zeros((n_images, out_channels, out_h, out_w), np.result_type(x, w))
-        for a, c, window in self._windows(padded, w, out_h, out_w):
+        for a, c, window in self._windows(w, out_h, out_w):
             y += np.einsum("kc,nchw->nkhw", w[:, :, a, c], padded[window])  # y += w[:, :, a, c] ⋆ tap
         return y + b[:, None, None]
 
@@ -102,7 +102,7 @@ class Direct:
         padded = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
         dpadded = np.zeros_like(padded)
         dw = np.empty_like(w) if dw is None else dw
-        for a, c, window in self._windows(padded, w, out_h, out_w):
+        for a, c, window in self._windows(w, out_h, out_w):
             dw[:, :, a, c] = np.einsum("nkhw,nchw->kc", dy, padded[window])  # dw = dy · tap
             dpadded[window] += np.einsum("kc,nkhw->nchw", w[:, :, a, c], dy)  # each tap's pixels get w^T dy
         dx = dpadded[:, :, p:p + x.shape[2], p:p + x.shape[3]] if need_dx else None
