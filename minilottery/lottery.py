@@ -19,8 +19,8 @@ round can run side by side, on local processes or a cluster (schedule.py):
   random mask with m's per-layer counts, reset to θ₀) and ``oneshot`` (the dense
   network of round 0 pruned once, straight to this round's per-layer counts).
 
-So a round's jobs in every trial (the ticket, its controls, one-shot) can run at once and the critical path is
-rounds + 1 trainings. With ``rewind_iteration`` k > 0, resets go to θ_k, the dense
+So a round's jobs in every trial (the ticket, its controls, one-shot) can run at once,
+and the critical path is rounds + 1 trainings. With ``rewind_iteration`` k > 0, resets go to θ_k, the dense
 run's weights after k iterations, and training resumes from iteration k (Frankle et
 al. 2020). Every random stream of a job depends only on (seed, trial, round,
 branch), so the order in which jobs run never changes a result.
