@@ -5,6 +5,8 @@
     bench   training and evaluation samples/s
     plot    the paper's figures for a finished (or running) imp folder
     report  the summary table of an imp folder
+    stability  instability analysis of one round's ticket (Frankle et al. 2020)
+    compare    several imp folders side by side against Pm, in one figure
 
 The options are made from dataclass fields (``flags``): every hyperparameter of
 ``hparams.Hyperparameters``, whose defaults are the paper's values for the chosen
@@ -13,6 +15,7 @@ network, and every setting of ``lottery.Experiment``. Each field carries its own
 import json
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 import click
 
@@ -116,7 +119,10 @@ def imp(net, out, resume_dir, workers, scheduler, job_threads, plan, quiet, **op
         out = resume_dir
     else:
         hp = hparams.from_options(net, {name: options.pop(name) for name in HYPERPARAMETERS if name in options})
+        if options.get("transfer_from"):  # as every worker will find it
+            options["transfer_from"] = str(Path(options["transfer_from"]).resolve())
         experiment = lottery.Experiment(hp, **options).validate()
+    experiment.check_transfer()
     folder = rundir.RunFolder(out or rundir.default_folder(experiment.config()))
     if plan:
         return progress.print_plan(experiment, folder)
@@ -198,6 +204,75 @@ def report_command(run):
     click.echo("")
     click.echo("\n".join(report.highlights(results)))
     click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("run", type=click.Path(file_okay=False, exists=True))
+@click.option("--round", "round_index", type=int, required=True, help="the round whose winning ticket to study")
+@click.option("--k", "ks", default="0,100,500,2000", show_default=True,
+              help="comma-separated iterations from which the two copies start")
+@click.option("--trial", type=int, default=0, show_default=True, help="the trial whose ticket to study")
+@click.option("--workers", type=int, default=1, show_default=True, help="copies trained side by side")
+@friendly_errors
+def stability(run, round_index, ks, trial, workers):
+    """Instability analysis of the winning ticket of one round of the imp run RUN.
+
+    From the ticket's weights at iteration k, two copies train to the end on data
+    orders of their own; the test error is measured at 11 points on the line between
+    them. Instability is the worst error on the path minus the mean of its ends: below
+    2% the network is stable (Frankle, Dziugaite, Roy & Carbin, ICML 2020), and the
+    smallest stable k is the one to pass to imp --rewind-iteration. Writes
+    RUN/stability/ and RUN/figures/stability_trialT_roundRR.png; rerun to resume.
+    """
+    from minilottery import datasets, plots_beyond, report, rundir
+    from minilottery import stability as analysis
+    try:
+        values = sorted({int(k) for k in ks.split(",")})
+    except ValueError:
+        raise ValueError(f"--k takes comma-separated iterations, like 0,100,500; got {ks!r}") from None
+    experiment = lottery.Experiment.from_config(rundir.RunFolder(run).config(), Path(run) / "config.json")
+    data = datasets.load(experiment.hp.dataset, experiment.data_dir)
+    executor = executors.make_executor(workers)
+    try:
+        found = analysis.analyse(run, trial, round_index, values, executor, data, on_line=click.echo)
+    finally:
+        executor.shutdown()
+    results = report.load_run(run)
+    pm = 100 * results.spread("ticket", round_index, "pm").mean
+    path = Path(run) / "figures" / f"stability_trial{trial}_round{round_index:02d}.png"
+    path.parent.mkdir(exist_ok=True)
+    plots_beyond.stability_figure(found, f"Instability of the winning ticket at Pm {pm:.1f}%, "
+                                         f"{results.title().split(',')[0]}, trial {trial}", path)
+    click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--labels", help="comma-separated names of the runs in the figure [their folder names]")
+@click.option("--branches", default="ticket", show_default=True,
+              help="comma-separated branches of each run to draw: ticket, reinit, random, oneshot, snip, synflow")
+@click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="the PNG to write")
+@friendly_errors
+def compare(runs, labels, branches, out):
+    """Several imp runs RUNS side by side: test accuracy at early stopping and at the end against Pm.
+
+    For example weight rewinding, learning-rate rewinding and fine-tuning (imp --retrain),
+    or tickets transferred from another dataset (imp --transfer-from) beside the
+    target's own tickets and its random masks.
+    """
+    from minilottery import plots_beyond, report
+    names = labels.split(",") if labels else [Path(r).name for r in runs]
+    if len(names) != len(runs):
+        raise ValueError(f"--labels names {len(names)} runs, but {len(runs)} were given")
+    chosen = [b.strip() for b in branches.split(",")]
+    unknown = [b for b in chosen if b not in report.BRANCH_LABELS]
+    if unknown:
+        raise ValueError(f"unknown branch {unknown[0]!r}; choose from {', '.join(report.BRANCH_LABELS)}")
+    loaded = [report.load_run(r) for r in runs]
+    for results, name in zip(loaded, names):
+        click.echo(f"{name}: {results.title()}")
+        click.echo(report.summary_table(results))
+    click.echo(f"wrote {plots_beyond.compare_figure(loaded, names, chosen, Path(out))}")
 
 
 if __name__ == "__main__":

@@ -28,11 +28,11 @@ branch), so the order in which jobs run never changes a result.
 Weights (θ₀, θ_k, θ_j) are dicts of arrays by parameter name, like ``net.params``;
 a mask m is a ``Mask``, a dict by weight name.
 """
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from . import hparams, nets, pruning, rundir
+from . import hparams, init_pruning, nets, optim, pruning, rundir
 from .files import RunFileError
 from .hparams import option
 from .masks import Mask
@@ -42,7 +42,8 @@ from .train import Trainer
 
 
 DATA_ORDERS = ("trial", "branch")
-CONTROL_CHOICES = {"none": (), **{control: (control,) for control in CONTROLS}, "both": CONTROLS}
+RETRAIN = ("weight-rewind", "lr-rewind", "finetune")
+CONTROL_CHOICES = {"none": (), **{control: (control,) for control in CONTROLS}, "both": CONTROLS[:2]}
 
 
 @dataclass
@@ -53,7 +54,7 @@ class Experiment:
     rounds: int = option(10, "pruning rounds after the dense round 0")
     trials: int = option(1, "independent trials (seeds seed, seed+1, ...)")
     controls: tuple = option(("reinit",), "controls trained at every round beside the winning ticket",
-                             choices=CONTROL_CHOICES)
+                             choices=CONTROL_CHOICES, several=True)
     oneshot: bool = option(False, "also train one-shot pruned networks at every round's Pm")
     seed: int = option(0, "seed of trial 0's θ₀, data order and dropout")
     rewind_iteration: int = option(0, "reset to θ_k, the dense weights after k iterations, instead of θ₀")
@@ -63,6 +64,12 @@ class Experiment:
                          choices=("auto", "on", "off"))
     data_order: str = option("trial", "minibatch order: 'trial', one sequence for every round and branch of a "
                                       "trial, or 'branch', each branch its own", choices=DATA_ORDERS)
+    retrain: str = option("weight-rewind", "how a pruned network is trained again: 'weight-rewind' (the paper: "
+                          "reset to θ₀, or θ_k), 'lr-rewind' (keep the trained weights, replay the learning-rate "
+                          "schedule from iteration k) or 'finetune' (keep them, train at the final rate)",
+                          choices=RETRAIN)
+    transfer_from: str = option(None, "ticket transfer: train the masks and θ₀ that the imp run in this folder "
+                                      "found, round by round, on this run's --dataset", path=True)
 
     def validate(self):
         if self.rounds < 0:
@@ -74,9 +81,15 @@ class Experiment:
                              f"training budget of {self.hp.iterations} iterations")
         unknown = set(self.controls) - set(CONTROLS)
         if unknown:
-            raise ValueError(f"unknown control {sorted(unknown)[0]!r}; choose reinit, random, both or none")
+            raise ValueError(f"unknown control {sorted(unknown)[0]!r}; choose from {', '.join(CONTROLS)}, "
+                             "both or none (several with commas)")
         if self.data_order not in DATA_ORDERS:
             raise ValueError(f"unknown data order {self.data_order!r}; choose trial or branch")
+        if self.retrain not in RETRAIN:
+            raise ValueError(f"unknown retraining {self.retrain!r}; choose {', '.join(RETRAIN)}")
+        if self.transfer_from and (self.rewind_iteration or self.retrain != "weight-rewind"):
+            raise ValueError("--transfer-from trains the source's tickets from θ₀; leave out --rewind-iteration "
+                             "and --retrain")
         if self.checkpoint_every <= 0:
             raise ValueError(f"checkpoint interval must be positive, got {self.checkpoint_every}")
         self.hp.validate()
@@ -118,8 +131,8 @@ class Experiment:
 
     def jobs(self):
         """Every job of the run, earliest round first (the order a single worker takes them)."""
-        every = [Job(trial, r, branch) for trial in range(self.trials) for r in range(self.rounds + 1)
-                 for branch in self.branches(r)]
+        every = [Job(trial, r, branch, chained=not self.transfer_from) for trial in range(self.trials)
+                 for r in range(self.rounds + 1) for branch in self.branches(r)]
         return sorted(every, key=Job.priority)
 
     def build(self, seed, input_shape):
@@ -131,6 +144,28 @@ class Experiment:
         """The seed of a trial's θ₀ and of its data order and dropout."""
         return self.seed + trial
 
+    def initial_weights(self, trial, input_shape):
+        """Step 1, θ₀ ~ D_θ: drawn from the trial's seed, or the source run's when transferring."""
+        net = self.build(self.trial_seed(trial), input_shape)
+        if self.transfer_from:
+            return rundir.RunFolder(self.transfer_from).theta_0(trial, net)
+        return net.snapshot()
+
+    def check_transfer(self):
+        """The source of --transfer-from must hold every round and trial of this run, for the same network."""
+        if not self.transfer_from:
+            return
+        source = rundir.RunFolder(self.transfer_from)
+        config = source.config()
+        if config["hyperparameters"].get("net") != self.hp.net:
+            raise ValueError(f"{source.root} holds tickets of {config['hyperparameters'].get('net')}, not "
+                             f"{self.hp.net}; choose a run of the same --net")
+        for trial in range(self.trials):
+            for r in range(self.rounds + 1):
+                if not source.branch_at(trial, r, "ticket").finished():
+                    raise ValueError(f"{source.root} has no finished ticket at trial {trial} round {r}; "
+                                     "choose fewer --rounds or --trials, or run the source further")
+
 
 @dataclass(frozen=True)
 class Job:
@@ -138,11 +173,13 @@ class Job:
     trial: int
     round: int
     branch: str
+    chained: bool = field(default=True, compare=False)  # False: its masks come from another run
 
     def needs(self):
         """The jobs whose files this one reads: round r prunes round r − 1's trained ticket
-        (whose own chain reaches back to round 0, which one-shot pruning reads too)."""
-        return [] if self.round == 0 else [Job(self.trial, self.round - 1, "ticket")]
+        (whose own chain reaches back to round 0, which one-shot pruning reads too); a
+        transferred ticket reads only the source run's files."""
+        return [] if self.round == 0 or not self.chained else [Job(self.trial, self.round - 1, "ticket")]
 
     def priority(self):
         """Earlier rounds first, the ticket (the critical path) before its controls."""
@@ -167,12 +204,14 @@ def run_job(experiment, folder, job, data, on_eval=None, stop_requested=None):
     net = experiment.build(seed, data.input_shape)
     theta_0 = folder.theta_0(job.trial, net)                            # 1. θ₀ ~ D_θ (the driver drew it)
     mask = round_mask(experiment, folder, job, net)                  # 3. m, from round r − 1's θ_j
-    mask, start_weights = branch_start(experiment, folder, job, mask, theta_0, net)  # 4. reset to θ₀
+    mask, start_weights = branch_start(experiment, folder, job, mask, theta_0, net, data)  # 4. reset to θ₀
     mask = branch.keep_mask(mask, like=net)
     net.set_params(start_weights)
     net.set_mask(mask)                                               # m ⊙ θ₀
     trainer = Trainer(net, data, experiment.hp, seed, order_seed=data_order_seed(experiment, job))
     trainer.iteration = reset_iteration(experiment, job)
+    if experiment.retrain == "finetune" and job.round > 0:  # the rest of the budget at the final rate
+        trainer.schedule = optim.Schedule(trainer.schedule(experiment.hp.iterations - 1))
     rewinding = job == Job(job.trial, 0, "ticket") and experiment.rewind_iteration > 0
     snapshots = {experiment.rewind_iteration} if rewinding else ()
     elapsed = branch.train(trainer, experiment.checkpoint_every, snapshots=snapshots,  # 2. train to θ_j
@@ -196,14 +235,17 @@ def round_mask(experiment, folder, job, net):
     the weights that round r − 1's ticket was trained to. ``net`` gives names and shapes."""
     if job.round == 0:
         return Mask.ones_like(net)
+    if experiment.transfer_from:  # the source's ticket of this round, as it was found
+        return rundir.RunFolder(experiment.transfer_from).branch_at(job.trial, job.round, "ticket").mask(like=net)
     previous = folder.branch(Job(job.trial, job.round - 1, "ticket"))
     return prune(experiment, previous.mask(like=net), previous.weights("final", net), net.kinds)
 
 
-def branch_start(experiment, folder, job, mask, theta_0, net):
+def branch_start(experiment, folder, job, mask, theta_0, net, data):
     """The mask and the weights a branch starts from: m and θ₀ (or θ_k) for the ticket,
-    the variants of Section 2 for the controls."""
+    the variants of Section 2 and pruning at initialisation for the controls."""
     reset = reset_weights(experiment, folder, job, theta_0, net)
+    unpruned, global_pruning = unpruned_weights(experiment, net.kinds), experiment.hp.pruning == "global"
     if job.branch == "ticket":
         return mask, reset
     if job.branch == "reinit":  # the same mask, θ'₀ ~ D_θ with another seed
@@ -212,24 +254,36 @@ def branch_start(experiment, folder, job, mask, theta_0, net):
     if job.branch == "random":  # the same per-layer counts at random positions, θ₀
         rng = np.random.default_rng([experiment.trial_seed(job.trial), job.round, CONTROLS.index("random")])
         return pruning.random_like(mask, rng), reset
+    if job.branch == "snip":  # |g ⊙ θ| at the start, on one minibatch of the trial's
+        scorer = experiment.build(experiment.trial_seed(job.trial), net.input_shape)
+        scorer.set_params(reset)
+        rng = np.random.default_rng([experiment.trial_seed(job.trial), BRANCHES.index("snip")])
+        batch = rng.choice(len(data.x_train), experiment.hp.batch_size, replace=False)
+        return init_pruning.snip(scorer, data.x_train[batch], data.y_train[batch], mask, unpruned,
+                                 global_pruning), reset
+    if job.branch == "synflow":  # |∂R/∂θ ⊙ θ| at the start, no data, 100 steps
+        return init_pruning.synflow(experiment.hp.net, reset, mask, unpruned, global_pruning,
+                                    input_shape=net.input_shape), reset
     # one-shot: the trained dense network of round 0 pruned once, to this round's counts
     dense = folder.branch(Job(job.trial, 0, "ticket")).weights("final", net)
-    if experiment.hp.pruning == "global":
-        unpruned = unpruned_weights(experiment, net.kinds)
-        total = sum(mask.kept(n) for n in mask if n not in unpruned)
-        return pruning.keep_largest_global({n: dense[n] for n in mask}, total, unpruned), reset
-    return pruning.keep_largest(dense, {name: mask.kept(name) for name in mask}), reset
+    start = reset if experiment.retrain == "weight-rewind" else dense
+    return pruning.keep_counts({n: np.abs(dense[n]) for n in mask}, mask, unpruned, global_pruning), start
 
 
 def reset_weights(experiment, folder, job, theta_0, net):
-    """θ₀ (the paper) or, when rewinding, θ_k for rounds after the dense one."""
-    if job.round == 0 or experiment.rewind_iteration == 0:
+    """θ₀ (the paper), or θ_k when rewinding, for rounds after the dense one; without
+    weight rewinding (``retrain``), the weights round r − 1's ticket was trained to."""
+    if job.round == 0:
+        return theta_0
+    if experiment.retrain != "weight-rewind":
+        return folder.branch(Job(job.trial, job.round - 1, "ticket")).weights("final", net)
+    if experiment.rewind_iteration == 0:
         return theta_0
     return folder.branch(Job(job.trial, 0, "ticket")).weights("theta_k", net)
 
 
 def reset_iteration(experiment, job):
-    """Where training starts: 0, or k when rewinding to θ_k."""
+    """Where training starts: 0, or k when rewinding to θ_k (or replaying the rate from k)."""
     return 0 if job.round == 0 else experiment.rewind_iteration
 
 

@@ -26,6 +26,10 @@ def option_of(field, network_defaults):
     choices = meta.get("choices")
     if isinstance(choices, dict):  # words on the command line for values of the field
         chosen = next(word for word, value in choices.items() if value == default)
+        if meta.get("several"):  # comma-separated words, their values joined
+            return click.option(flag, field.name, default=chosen, show_default=True, metavar="LIST",
+                                help=f"{meta['help']}: {', '.join(choices)} (several with commas)",
+                                callback=lambda context, parameter, text: several(choices, text))
         return click.option(flag, field.name, type=click.Choice(list(choices)), default=chosen, show_default=True,
                             help=meta["help"], callback=lambda context, parameter, word: choices[word])
     if field.type is bool:
@@ -36,6 +40,16 @@ def option_of(field, network_defaults):
             else None if field.type is tuple else field.type)
     return click.option(flag, field.name, type=kind, default=default, show_default=shown, help=meta["help"],
                         metavar="LIST" if field.type is tuple else None)
+
+
+def several(choices, text):
+    """The values of comma-separated words, joined in the order given, each once."""
+    joined = []
+    for word in (w.strip() for w in str(text).split(",")):
+        if word not in choices:
+            raise click.BadParameter(f"{word!r} is not one of {', '.join(choices)}; several go with commas")
+        joined += [value for value in choices[word] if value not in joined]
+    return tuple(joined)
 
 
 def flags(cls, names=None, network_defaults=False, pruning=None):

@@ -31,8 +31,9 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 from . import files
 from .report import BRANCH_LABELS, load_run
 
-COLOURS = {"ticket": "tab:blue", "reinit": "tab:orange", "random": "tab:green", "oneshot": "tab:red"}
-MARKERS = {"ticket": "o", "reinit": "s", "random": "^", "oneshot": "D"}
+COLOURS = {"ticket": "tab:blue", "reinit": "tab:orange", "random": "tab:green", "oneshot": "tab:red",
+           "snip": "tab:purple", "synflow": "tab:brown"}
+MARKERS = {"ticket": "o", "reinit": "s", "random": "^", "oneshot": "D", "snip": "v", "synflow": "P"}
 FIGURE_3_PM = (100.0, 51.3, 21.1, 7.0, 3.6)  # the Pm values (%) of the paper's Figure 3
 STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 9}
 WIDTH, HEIGHT, DPI = 7.5, 4.6, 150  # about 1100 × 700 pixels: sharp at a README's width

@@ -62,30 +62,48 @@ def prune_global(mask, weights, rate, unpruned=()):
 
 def keep_largest(weights, counts):
     """One-shot pruning: keep the ``counts[name]`` largest-magnitude weights of each layer."""
-    new = {}
-    for name, count in counts.items():
-        flat = np.abs(weights[name]).reshape(-1)
-        layer = np.zeros(flat.size, np.float32)
-        layer[np.argsort(-flat, kind="stable")[:count]] = 1
-        new[name] = layer.reshape(weights[name].shape)
-    return Mask(new)
+    return keep_top({name: np.abs(weights[name]) for name in counts}, counts)
 
 
 def keep_largest_global(weights, total, unpruned=()):
     """One-shot global pruning: keep the ``total`` largest weights over the pruned layers."""
-    names = [n for n in weights if n not in unpruned]
-    magnitudes = np.concatenate([np.abs(weights[n]).reshape(-1) for n in names])
-    keep = np.zeros(magnitudes.size, np.float32)
-    keep[np.argsort(-magnitudes, kind="stable")[:total]] = 1
+    return keep_top_global({name: np.abs(value) for name, value in weights.items()}, total, unpruned)
+
+
+def keep_top(scores, counts):
+    """Keep the ``counts[name]`` highest-scoring weights of each layer (ties: the first)."""
+    new = {}
+    for name, count in counts.items():
+        flat = scores[name].reshape(-1)
+        layer = np.zeros(flat.size, np.float32)
+        layer[np.argsort(-flat, kind="stable")[:count]] = 1
+        new[name] = layer.reshape(scores[name].shape)
+    return Mask(new)
+
+
+def keep_top_global(scores, total, unpruned=()):
+    """Keep the ``total`` highest scores over all layers not in ``unpruned`` (those keep all)."""
+    names = [n for n in scores if n not in unpruned]
+    flat = np.concatenate([scores[n].reshape(-1) for n in names])
+    keep = np.zeros(flat.size, np.float32)
+    keep[np.argsort(-flat, kind="stable")[:total]] = 1
     new, offset = {}, 0
-    for name in weights:
+    for name in scores:
         if name in unpruned:
-            new[name] = np.ones(weights[name].shape, np.float32)
+            new[name] = np.ones(scores[name].shape, np.float32)
             continue
-        size = weights[name].size
-        new[name] = keep[offset:offset + size].reshape(weights[name].shape)
+        size = scores[name].size
+        new[name] = keep[offset:offset + size].reshape(scores[name].shape)
         offset += size
     return Mask(new)
+
+
+def keep_counts(scores, target, unpruned=(), global_pruning=False):
+    """Keep the highest ``scores`` with ``target``'s counts: in every layer, or (global
+    pruning) the same total over the layers not in ``unpruned``."""
+    if global_pruning:
+        return keep_top_global(scores, sum(target.kept(n) for n in target if n not in unpruned), unpruned)
+    return keep_top(scores, {name: target.kept(name) for name in target})
 
 
 def random_like(mask, rng):

@@ -20,7 +20,7 @@ from .rundir import BRANCHES
 from .train import Curve
 
 BRANCH_LABELS = {"ticket": "winning ticket", "reinit": "random reinit", "random": "random pruning",
-                 "oneshot": "one-shot pruning"}
+                 "oneshot": "one-shot pruning", "snip": "SNIP at θ₀", "synflow": "SynFlow at θ₀"}
 NET_NAMES = {"lenet": "Lenet", "conv2": "Conv-2", "conv4": "Conv-4", "conv6": "Conv-6",
              "resnet18": "Resnet-18", "vgg19": "VGG-19"}
 DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
@@ -249,6 +249,13 @@ def describe(results):
         pruning = "layer-wise pruning (" + ", ".join(rates) + " of the remaining weights per round)"
     k = config.get("rewind_iteration", 0)
     reset = f"rewinding to θ_k at k = {k:,}" if k else "resetting to θ₀"
+    retrain = config.get("retrain", "weight-rewind")
+    if retrain == "lr-rewind":
+        reset = f"keeping the trained weights and replaying the learning-rate schedule from iteration {k:,}"
+    elif retrain == "finetune":
+        reset = f"keeping the trained weights and training {hp['iterations'] - k:,} iterations at the final rate"
+    if config.get("transfer_from"):
+        reset = f"with the masks and θ₀ found by the run in {config['transfer_from']} (ticket transfer)"
     return (f"Iterative magnitude pruning of {NET_NAMES.get(hp['net'], hp['net'])} on "
             f"{DATASET_NAMES.get(hp['dataset'], hp['dataset'])}: rounds {results.rounds[0]}–{results.rounds[-1]} "
             f"finished (round 0 is the dense network; {config.get('rounds', '?')} pruning rounds planned) in "
@@ -269,12 +276,40 @@ def markdown(results):
              "Training accuracy on all training images and test accuracy after the full budget; *moved* is "
              "the mean |θ_T − θ₀| of the weights that the next round keeps and of those it prunes.", "",
              detail_table(results), ""]
+    parts += stability_section(results)
     figures = [name for name in FIGURE_TITLES if (results.root / "figures" / name).exists()]
     if figures:
         parts += ["## Figures", ""]
         for name in figures:
             parts += [f"![{FIGURE_TITLES[name]}](figures/{name})", ""]
     return "\n".join(parts)
+
+
+def stability_section(results):
+    """The instability analyses run on this folder (``minilottery stability``), if any."""
+    from . import stability
+    lines = []
+    for place in sorted((results.root / "stability").glob("trial*/round*")):
+        trial, round_index = int(place.parent.name[5:]), int(place.name[5:])
+        found = stability.results(results.root, trial, round_index)
+        if not found:
+            continue
+        pm = results.spread("ticket", round_index, "pm")
+        rows = [[f"{k:,}", f"{100 * r['instability']:.2f}", f"{100 * r['test_error'][0]:.2f}",
+                 f"{100 * r['test_error'][-1]:.2f}", f"{100 * max(r['test_error']):.2f}",
+                 "yes" if r["instability"] < stability.STABLE else "no"] for k, r in found.items()]
+        lines += [f"### Trial {trial}, round {round_index} (Pm {100 * pm.mean:.1f}%)", "",
+                  table(["k", "instability %", "error, copy 1 %", "error, copy 2 %", "worst on the path %",
+                         "stable (< 2%)"], rows), ""]
+        figure = f"figures/stability_trial{trial}_round{round_index:02d}.png"
+        if (results.root / figure).exists():
+            lines += [f"![Instability at Pm {100 * pm.mean:.1f}%]({figure})", ""]
+    if not lines:
+        return []
+    return ["## Instability analysis (Frankle et al. 2020)", "",
+            "Two copies trained from the ticket's weights at iteration k, each on its own data order; "
+            "instability is the worst test error on the line between them minus the mean of its ends.", "",
+            *lines]
 
 
 def write_report(root):

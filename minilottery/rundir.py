@@ -40,8 +40,10 @@ SUMMARY_COLUMNS = ["trial", "round", "branch", "pm", "early_stop_iteration", "te
 # trials extend it; more controls add branches; checkpoint interval is bookkeeping.
 HELD_LOCKS = {}  # run folder -> the open, flock()ed lock file of this process
 EXTENDABLE = ("rounds", "trials", "controls", "oneshot", "checkpoint_every", "data_dir", "sparse")
-BRANCHES = ("ticket", "reinit", "random", "oneshot")  # every kind of branch, in the order of every table
-CONTROLS = BRANCHES[1:3]  # Section 2's controls that branch off a round's mask
+# Every kind of branch, in the order of every table (a branch's index seeds its random streams)
+BRANCHES = ("ticket", "reinit", "random", "oneshot", "snip", "synflow")
+# The controls that branch off a round's mask: Section 2's, and pruning at initialisation
+CONTROLS = ("reinit", "random", "snip", "synflow")
 # The layout of a branch's folder, and how to read its trial, round and branch back
 BRANCH_FOLDER = "trial{trial}/round{round:02d}/{branch}"
 BRANCH_PATTERN = re.compile(r"trial(\d+)/round(\d+)/(\w+)$")
@@ -58,8 +60,9 @@ def default_folder(config):
     paper = defaults(hp["net"]).to_dict()
     changed = {k: v for k, v in hp.items() if paper.get(k) != v}
     changed.update({k: config[k] for k in ("seed", "rewind_iteration") if config[k]})
-    if config.get("data_order", "trial") != "trial":
-        changed["data_order"] = config["data_order"]
+    for key, usual in (("data_order", "trial"), ("retrain", "weight-rewind"), ("transfer_from", None)):
+        if config.get(key, usual) != usual:
+            changed[key] = config[key]
     if not changed:
         return Path("runs") / hp["net"]
     digest = hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]

@@ -186,8 +186,7 @@ class Driver:
         check_batch_size(self.experiment.hp, self.data)  # here, before any worker starts
         self.folder.clear_stop()
         for trial in range(self.experiment.trials):                    # 1. θ₀ ~ D_θ, once per trial
-            seed = self.experiment.trial_seed(trial)
-            self.folder.save_theta_0(trial, self.experiment.build(seed, self.data.input_shape).snapshot())
+            self.folder.save_theta_0(trial, self.experiment.initial_weights(trial, self.data.input_shape))
         for job in self.jobs:
             if self.folder.branch(job).finished():
                 self.results[job] = self.folder.branch(job).metrics()

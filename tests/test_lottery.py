@@ -232,3 +232,56 @@ def test_a_run_from_before_data_order_resumes_but_refuses_another_order(tmp_path
     assert invoke("--rounds", "1", "--iterations", "20", "--out", str(tmp_path)).exit_code == 0
     result = invoke("--rounds", "1", "--iterations", "20", "--data-order", "branch", "--out", str(tmp_path))
     assert result.exit_code == 1 and "data_order: 'trial' then, 'branch' now" in result.output
+
+
+def test_pruning_at_initialisation_controls(tmp_path, mnist):
+    """SNIP and SynFlow branch off a round with the ticket's per-layer counts, at θ₀."""
+    folder = run(tmp_path, mnist, tiny(), rounds=1, controls=("snip", "synflow"))
+    theta_0 = nets.build("lenet", seed=0)
+    ticket = mask_of(folder, 0, 1, "ticket")
+    for control in ("snip", "synflow"):
+        mask = mask_of(folder, 0, 1, control)
+        assert {n: mask.kept(n) for n in mask} == {n: ticket.kept(n) for n in ticket}
+        assert any(not np.array_equal(mask[n], ticket[n]) for n in mask)
+        for name in mask:  # trained from m' ⊙ θ₀ (here for 0 iterations)
+            np.testing.assert_array_equal(weights(folder, 0, 1, control, name), theta_0.params[name] * mask[name])
+    assert not (folder.root / "trial0" / "round00" / "snip").exists()  # at Pm 100% it is the dense net
+    # SNIP's mask is the top of |g ⊙ θ₀| on the trial's minibatch
+    scorer = nets.build("lenet", seed=0)
+    rng = np.random.default_rng([0, rundir.BRANCHES.index("snip")])
+    batch = rng.choice(len(mnist.x_train), 60, replace=False)
+    scores = lottery.init_pruning.snip_scores(scorer, mnist.x_train[batch], mnist.y_train[batch])
+    snip = mask_of(folder, 0, 1, "snip")
+    for name in snip:
+        assert scores[name][snip[name] == 1].min() >= scores[name][snip[name] == 0].max()
+
+
+def test_controls_take_several_words():
+    result = CliRunner().invoke(cli.main, ["imp", "--controls", "reinit,snip,bogus", "--plan"])
+    assert result.exit_code == 2 and "'bogus' is not one of none, reinit, random, snip, synflow, both" in result.output
+    from minilottery.options import several
+    assert several(lottery.CONTROL_CHOICES, "both,synflow,reinit") == ("reinit", "random", "synflow")
+
+
+@pytest.mark.parametrize("retrain", ["lr-rewind", "finetune"])
+def test_retraining_keeps_the_trained_weights(tmp_path, mnist, retrain):
+    """lr-rewind and finetune start a round from round r − 1's trained ticket, masked."""
+    hp = tiny(iterations=40, eval_every=20, milestones=(30,), gamma=0.5)
+    folder = run(tmp_path, mnist, hp, rounds=1, controls=(), retrain=retrain, rewind_iteration=20)
+    dense = branch(folder, 0, 0, "ticket").weights("final")
+    mask = mask_of(folder, 0, 1, "ticket")
+    curve = json.loads((branch(folder, 0, 1, "ticket").path / "curve.json").read_text())
+    assert curve["iteration"] == [20, 40]  # the budget after k
+    # retraining by hand from the masked dense weights, at the schedule's rate or the final one
+    net = nets.build("lenet", seed=0)
+    net.set_params(dense)
+    net.set_mask(mask)
+    trainer = train.Trainer(net, mnist, hp, seed=0)
+    trainer.iteration = 20
+    if retrain == "finetune":
+        trainer.schedule = lottery.optim.Schedule(hp.lr * 0.5)
+    assert trainer.schedule(20) == (hp.lr * 0.5 if retrain == "finetune" else hp.lr)  # the rates differ
+    trainer.run()
+    for name, value in net.params.items():
+        np.testing.assert_array_equal(weights(folder, 0, 1, "ticket", name), value)
+    assert rundir.default_folder(lottery.Experiment(hp, retrain=retrain).config()).name.startswith("lenet-")
