@@ -129,6 +129,8 @@ def imp(net, out, resume_dir, workers, scheduler, job_threads, plan, quiet, **op
     folder.lock()
     data = datasets.load(experiment.hp.dataset, experiment.data_dir)  # bad input stops here, before
     check_batch_size(experiment.hp, data)                             # the folder gets a config.json
+    if workers is None:
+        workers = executors.default_workers(experiment)
     executor = executors.make_executor(workers, scheduler, job_threads)
     line = progress.JobsProgress(quiet, experiment.hp.iterations)
     driver = schedule.Driver(experiment, folder, executor, data, job_threads, on_status=line.on_status,

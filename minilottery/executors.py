@@ -18,8 +18,9 @@ from .schedule import worker_setup
 @dataclass
 class Running:
     """How ``imp`` runs its jobs; each field is a flag."""
-    workers: int = option(1, "jobs (branches) trained side by side in local worker processes, each with its "
-                             "share of the cores; with --scheduler local, the LocalCluster's worker processes")
+    workers: int = option(None, "jobs (branches) trained side by side in local worker processes, each with its "
+                                "share of the cores; with --scheduler local, the LocalCluster's worker processes "
+                                "[as many as the run has jobs to run at once, up to the cores]")
     scheduler: str = option(None, "run the jobs on the Dask cluster at this address (tcp://host:8786), or "
                                   "'local' for a Dask LocalCluster here; the run folder must be on storage every "
                                   "worker sees [pip install 'minilottery[dask]']")
@@ -128,6 +129,18 @@ class DaskExecutor:
 
 def _sees_folder(root):
     return (Path(root) / "config.json").exists()
+
+
+def default_workers(experiment, cores=None):
+    """The fastest way to use this machine's cores, measured on Lenet (docs/scaling.md):
+    one worker per core, each job on one thread, as long as the job graph has that many
+    jobs to run at once (a round's branches in every trial); otherwise every core for
+    the one job. Two threads that wait for each other lose to two jobs side by side."""
+    cores = cores or len(os.sched_getaffinity(0))
+    jobs = experiment.jobs()
+    at_once = len(jobs) if jobs and not jobs[0].chained else \
+        experiment.trials * max(len(experiment.branches(r)) for r in range(experiment.rounds + 1))
+    return max(1, min(cores, at_once))
 
 
 def make_executor(workers=1, scheduler=None, job_threads=None):

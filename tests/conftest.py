@@ -45,6 +45,15 @@ def pytest_terminal_summary(terminalreporter):
                                     f"handled with nothing lost, {len(outcomes['failed'])} not")
 
 
+@pytest.fixture(autouse=True)
+def one_job_at_a_time(request, monkeypatch):
+    """imp run in-process by a test trains its jobs in that process (where monkeypatch
+    reaches them) unless the test gives --workers; a test marked auto_workers gets the default."""
+    if "auto_workers" not in request.keywords:
+        from minilottery import executors
+        monkeypatch.setattr(executors, "default_workers", lambda experiment, cores=None: 1)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

@@ -38,7 +38,7 @@ MID_TRAINING = ("train", "evaluate", "write:checkpoint.npz")  # a branch is half
 def arguments(small_mnist):
     # 4 jobs (ticket and reinit at rounds 0 and 1) of 200 steps, 11 evaluations and 2 checkpoints each
     return ["--rounds", "1", "--controls", "reinit", "--iterations", "200", "--eval-every", "50",
-            "--checkpoint-every", "100", "--data-dir", str(small_mnist), "--quiet"]
+            "--checkpoint-every", "100", "--data-dir", str(small_mnist), "--quiet", "--workers", "1"]
 
 
 @pytest.fixture(autouse=True)

@@ -99,7 +99,7 @@ def test_trials_use_different_seeds(tmp_path, mnist):
 
 
 IMP = [sys.executable, "cli.py", "imp", "--rounds", "1", "--iterations", "400", "--eval-every", "50",
-       "--checkpoint-every", "100", "--quiet"]
+       "--checkpoint-every", "100", "--quiet", "--workers", "1"]
 
 
 def test_a_killed_run_resumes_to_identical_numbers(tmp_path, small_mnist):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minilottery import files, hparams, lottery, plan, rundir, schedule
+from minilottery import executors, files, hparams, lottery, plan, rundir, schedule
 
 COMPARED = [c for c in rundir.SUMMARY_COLUMNS if c != "wall_time_s"]
 # Dask's own setting for how long to try reaching a scheduler (the test of an unreachable one)
@@ -220,3 +220,25 @@ def test_plan_trains_nothing_and_prints_the_wall_time_per_worker_count(tmp_path)
     rows = [line.split() for line in result.stdout.splitlines() if line.strip()[:1].isdigit()]
     assert [row[0] for row in rows] == ["1", "2", "8", "32", "128"]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.auto_workers
+def test_default_workers_are_as_many_as_the_run_can_use():
+    """One worker per core while the graph has that many jobs to run at once, else one."""
+    def auto(cores, **settings):
+        return executors.default_workers(experiment(**settings), cores=cores)
+    assert auto(2, rounds=10, controls=("reinit",)) == 2  # the main job: ticket and reinit side by side
+    assert auto(2, rounds=10, controls=()) == 1  # one chain: every core for each job
+    assert auto(8, rounds=5, trials=2, controls=()) == 2
+    assert auto(8, rounds=5, trials=5, controls=("reinit", "random"), oneshot=True) == 8
+    assert auto(2, rounds=0, controls=()) == 1
+
+
+
+def test_imp_without_workers_uses_the_default(tmp_path, small_mnist):
+    result = imp("--rounds", "1", "--iterations", "20", "--eval-every", "10", "--controls", "reinit", "--quiet",
+                 "--data-dir", small_mnist, "--out", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    cores = len(os.sched_getaffinity(0))
+    expected = "this process" if cores == 1 else "2 worker processes, 1 thread(s) each"
+    assert expected in result.stdout, result.stdout
