@@ -71,21 +71,39 @@ def train(net, seed, data_dir, sparse, out, quiet, **options):
 @NET
 @click.option("--densities", default="1", show_default=True,
               help="comma-separated fractions of weights kept, e.g. 1,0.513,0.211,0.07,0.036,0.014")
-@click.option("--iterations", type=int, default=1000, show_default=True, help="training steps per timing")
-@click.option("--repeats", type=int, default=5, show_default=True, help="timings per figure (median reported)")
+@click.option("--seconds", type=float, default=20, show_default=True, help="timing per figure, in seconds")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object (a list for several densities)")
 @flags(lottery.Experiment, ["sparse"])
 @click.option("--compare", is_flag=True, help="also measure --sparse off and print both with their ratio")
+@click.option("--compare-torch", is_flag=True, help="also time PyTorch on the same work, right after, and "
+              "print the ratio (needs torch in --torch-python)")
+@click.option("--torch-python", default=sys.executable, show_default="this Python",
+              help="the Python whose torch --compare-torch uses, e.g. /tmp/torchvenv/bin/python")
 @friendly_errors
-def bench(net, densities, iterations, repeats, as_json, sparse, compare):
-    """Training and evaluation samples/s at the paper's batch size (random data, real loop)."""
+def bench(net, densities, seconds, as_json, sparse, compare, compare_torch, torch_python):
+    """Training and evaluation samples/s at the paper's batch size, and what a branch takes.
+
+    Trains in blocks of --eval-every steps (100), each followed by the run's evaluation
+    of the validation and test sets, on MNIST for Lenet (random images for the CIFAR
+    networks), and prints the median with the slowest and fastest block.
+    """
     from minilottery import bench as benchmark
+    from minilottery import threads
     values = [float(d) for d in densities.split(",")]
-    if any(not 0 < d <= 1 for d in values) or iterations <= 0 or repeats <= 0:
-        raise ValueError("densities must be in (0, 1] and --iterations and --repeats positive")
+    if any(not 0 < d <= 1 for d in values) or seconds <= 0:
+        raise ValueError("densities must be in (0, 1] and --seconds positive")
+    data = benchmark.bench_data(net)
     modes = [sparse, "off"] if compare and sparse != "off" else [sparse]
-    results = [benchmark.measure(net, d, iterations=iterations, repeats=repeats, sparse=mode)
-               for d in values for mode in modes]
+    results = []
+    for density in values:
+        for mode in modes:
+            results.append(benchmark.measure(net, density, seconds=seconds, sparse=mode, data=data))
+        if compare_torch:
+            figures, reason = benchmark.torch_figures(results[-len(modes)], seconds, torch_python,
+                                                      threads.WORKERS, len(data.x_train))
+            if reason:
+                raise ValueError(reason)
+            results[-len(modes)]["torch"] = figures
     if as_json:
         click.echo(json.dumps(results[0] if len(results) == 1 else results))
         return
@@ -237,6 +255,9 @@ def stability(run, round_index, ks, trial, workers):
     executor = executors.make_executor(workers)
     try:
         found = analysis.analyse(run, trial, round_index, values, executor, data, on_line=click.echo)
+    except (KeyboardInterrupt, rundir.Interrupted):
+        raise click.ClickException("stopped; the copies' checkpoints are kept; resume with the same "
+                                   "command") from None
     finally:
         executor.shutdown()
     results = report.load_run(run)

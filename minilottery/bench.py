@@ -1,10 +1,13 @@
 """Throughput benchmark: training and evaluation samples/s at the paper's batch size.
 
 Training is timed on the real training loop (``train.Trainer.step``: batch, forward,
-loss, backward, optimizer, with the mask) on the shipped MNIST or random data of
-the network's input shape; evaluation on 10,000 images in batches of 1,000, as
-``train.evaluate`` does every 100 iterations. Each figure is the median of
-``repeats`` timings after a warm-up (which also triggers Numba compilation).
+loss, backward, optimizer, with the mask) on MNIST for Lenet (random data of the
+input shape for the CIFAR networks, whose files are not shipped), in blocks of
+``eval_every`` steps, each followed by the evaluation of the validation and test
+sets that a run makes there. So the figures come with their steadiness (the slowest
+and fastest block beside the median) and predict the time of one branch of a run.
+The timing is sized by wall time, not by a count of iterations, so every network
+takes about as long.
 
 Densities below 1 install a random mask keeping that fraction of every prunable
 weight, the situation of an IMP round at that Pm. ``sparse`` ("auto", "on", "off",
@@ -29,8 +32,14 @@ def random_data(input_shape, n_train=6000, n_test=10000, seed=0):
     def labels(n):
         return rng.integers(0, 10, n)
 
-    return Dataset("random", images(n_train), labels(n_train), images(1000), labels(1000),
-                   images(n_test), labels(n_test))
+    return Dataset("random", images(n_train), labels(n_train), images(datasets.VALIDATION_SIZE),
+                   labels(datasets.VALIDATION_SIZE), images(n_test), labels(n_test))
+
+
+def bench_data(net_name):
+    """The shipped MNIST for Lenet; random images of the input shape for the others."""
+    dataset = hparams.defaults(net_name).dataset
+    return datasets.load(dataset) if dataset == "mnist" else random_data(datasets.IMAGE_SHAPES[dataset])
 
 
 def random_mask(net, density, seed=0):
@@ -38,38 +47,108 @@ def random_mask(net, density, seed=0):
     return {name: (rng.random(mask.shape) < density).astype(net.dtype) for name, mask in net.masks.items()}
 
 
-def median_rate(work, samples, repeats):
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        rates.append(samples / (time.perf_counter() - start))
-    return statistics.median(rates)
+def spread(rates):
+    """median, min and max of a list of rates."""
+    return {"median": statistics.median(rates), "min": min(rates), "max": max(rates), "blocks": len(rates)}
 
 
-def measure(net_name, density=1.0, iterations=500, repeats=5, data=None, hp=None, **build_options):
-    """Training and evaluation samples/s of ``net_name`` with a random mask of ``density``."""
+def measure(net_name, density=1.0, seconds=20.0, data=None, hp=None, **build_options):
+    """Training and evaluation samples/s of ``net_name`` with a random mask of ``density``,
+    timed for about ``seconds``: blocks of ``eval_every`` steps, each followed by an evaluation
+    of the validation and test sets (fewer steps, and 1,000 images, where a block would
+    take more than a quarter of the time: VGG-19, Resnet-18)."""
     hp = hp or hparams.defaults(net_name)
     net = nets.build(net_name, seed=0, **build_options)
-    data = data or random_data(net_input_shape(net_name))
+    data = data or bench_data(net_name)
     if density < 1:
         net.set_mask(random_mask(net, density))
     trainer = train.Trainer(net, data, hp, seed=0)
-
-    def train_steps():
-        for _ in range(iterations):
-            trainer.step()
-
-    for _ in range(max(iterations // 5, 20)):  # warm-up: compilation, caches, allocator
+    for _ in range(3):  # compilation, caches, allocator
         trainer.step()
-    train_rate = median_rate(train_steps, iterations * hp.batch_size, repeats)
-    x_eval, y_eval = data.x_test[:10000], data.y_test[:10000]
-    train.evaluate(net, x_eval[:1000], y_eval[:1000])
-    eval_rate = median_rate(lambda: train.evaluate(net, x_eval, y_eval), len(x_eval), repeats)
+    step = seconds_per_call(trainer.step, 0.0, least=2)
+    x_eval, y_eval = np.concatenate([data.x_val, data.x_test]), np.concatenate([data.y_val, data.y_test])
+    per_image = seconds_per_call(lambda: train.evaluate(net, x_eval[:1000], y_eval[:1000]), 0.0, least=2) / 1000
+    block = hp.eval_every if hp.eval_every * step <= seconds / 4 else max(1, int(seconds / 4 / step))
+    evaluated = len(x_eval) if len(x_eval) * per_image <= seconds / 4 else 1000
+    train_rates, eval_rates, block_seconds = [], [], []
+    began = time.perf_counter()
+    while not train_rates or time.perf_counter() - began < seconds:
+        start = time.perf_counter()
+        for _ in range(block):
+            trainer.step()
+        trained = time.perf_counter()
+        train.evaluate(net, x_eval[:evaluated], y_eval[:evaluated])  # what a run does every eval_every steps
+        done = time.perf_counter()
+        train_rates.append(block * hp.batch_size / (trained - start))
+        eval_rates.append(evaluated / (done - trained))
     kept = sum(float(m.sum()) for m in net.masks.values()) / net.count()
     sparse_layers = [name for name, leaf in net.leaves if getattr(leaf, "sparse", None) is not None]
     return {"net": net_name, "density": kept, "batch_size": hp.batch_size, "sparse": net.sparse,
-            "sparse_layers": sparse_layers, "train_samples_per_s": train_rate, "eval_samples_per_s": eval_rate}
+            "sparse_layers": sparse_layers, "train_samples_per_s": statistics.median(train_rates),
+            "eval_samples_per_s": statistics.median(eval_rates), "train": spread(train_rates),
+            "eval": spread(eval_rates), "block": block, "evaluated": evaluated, "iterations": hp.iterations,
+            "branch_seconds": branch_time(hp, statistics.median(train_rates), statistics.median(eval_rates))}
+
+
+def branch_time(hp, train_rate, eval_rate):
+    """Seconds of one branch at these rates: its steps, every evaluation of the validation
+    and test sets, and the final training accuracy."""
+    train_images, test_images = DATASET_IMAGES.get(hp.dataset, (60_000, 10_000))
+    evaluations = hp.iterations // hp.eval_every + 1 + (hp.iterations % hp.eval_every != 0)
+    evaluated = evaluations * (datasets.VALIDATION_SIZE + test_images) + train_images - datasets.VALIDATION_SIZE
+    return hp.iterations * hp.batch_size / train_rate + evaluated / eval_rate
+
+
+def torch_layers(layers):
+    """The network as torch_peer.py builds it: a list of plain dicts, one per layer."""
+    from .conv import BatchNorm2d, Conv2d, GlobalAvgPool, MaxPool2d, ResidualBlock
+    from .layers import Dense, Dropout, Flatten, ReLU
+    specs = []
+    for layer in layers:
+        if isinstance(layer, Dense):
+            specs.append({"type": "dense", "in": layer.params["weight"].shape[0], "out": layer.params["weight"].shape[1]})
+        elif isinstance(layer, Conv2d):
+            specs.append({"type": "conv", "in": layer.in_channels, "out": layer.out_channels, "stride": layer.stride,
+                          "kernel": layer.kernel_size, "padding": layer.padding, "bias": "bias" in layer.params})
+        elif isinstance(layer, ResidualBlock):
+            shortcut = torch_layers([layer.shortcut, layer.shortcut_bn]) if layer.projection else None
+            specs.append({"type": "residual", "main": torch_layers(layer.main), "shortcut": shortcut})
+        elif isinstance(layer, BatchNorm2d):
+            specs.append({"type": "batchnorm", "channels": layer.params["gamma"].size, "eps": layer.eps,
+                          "momentum": layer.momentum})
+        elif isinstance(layer, MaxPool2d):
+            specs.append({"type": "maxpool", "size": layer.size})
+        elif isinstance(layer, Dropout):
+            specs.append({"type": "dropout", "p": layer.p})
+        else:
+            kinds = {ReLU: "relu", Flatten: "flatten", GlobalAvgPool: "avgpool"}
+            specs.append({"type": kinds[type(layer)]})
+    return specs
+
+
+def torch_figures(mine, seconds, python, threads, train_images):
+    """PyTorch's figures for the work ``measure`` timed as ``mine`` (torch_peer.py, run by
+    ``python``), with the branch time they predict; None and a reason when it cannot."""
+    import json
+    import subprocess
+    from pathlib import Path
+    hp = hparams.defaults(mine["net"])
+    net = nets.build(mine["net"], seed=0)
+    job = {"layers": torch_layers([layer for _, layer in net.layers]), "input_shape": list(net.input_shape),
+           "density": mine["density"], "hp": hp.to_dict(), "threads": threads, "seconds": seconds,
+           "block": mine["block"], "train_images": train_images, "evaluated": mine["evaluated"]}
+    script = Path(__file__).with_name("torch_peer.py")
+    try:
+        done = subprocess.run([python, str(script)], input=json.dumps(job), capture_output=True, text=True,
+                              timeout=30 * seconds + 300)
+    except OSError as error:
+        return None, f"cannot run {python} ({error})"
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return None, f"{python} could not time PyTorch ({last}); give --torch-python a Python that has torch"
+    figures = json.loads(done.stdout)
+    figures["branch_seconds"] = branch_time(hp, figures["train"]["median"], figures["eval"]["median"])
+    return figures, None
 
 
 def describe(results, compared):
@@ -78,8 +157,16 @@ def describe(results, compared):
     for index, r in enumerate(results):
         layers = ",".join(r["sparse_layers"]) or "none"
         lines.append(f"{r['net']} density {r['density']:.4f} batch {r['batch_size']} sparse {r['sparse']} "
-                     f"(sparse layers: {layers}): train {r['train_samples_per_s']:,.0f} samples/s, "
-                     f"eval {r['eval_samples_per_s']:,.0f} samples/s")
+                     f"(sparse layers: {layers}):")
+        lines.append("    " + rates_line("minilottery", r))
+        lines.append(f"    one branch of {r['iterations']:,} iterations with its evaluations: "
+                     f"{r['branch_seconds']:,.0f} s here")
+        if r.get("torch"):
+            t = r["torch"]
+            lines.append("    " + rates_line(f"PyTorch {t['version']}", t))
+            lines.append(f"    the same branch in PyTorch: {t['branch_seconds']:,.0f} s")
+            lines.append(f"    minilottery / PyTorch: train x{r['train']['median'] / t['train']['median']:.2f}, "
+                         f"eval x{r['eval']['median'] / t['eval']['median']:.2f}")
         if compared and index % 2 == 1:  # the pair (--sparse MODE, off) at one density
             mine = results[index - 1]
             lines.append(f"    {mine['sparse']} / off: train x{mine['train_samples_per_s'] / r['train_samples_per_s']:.2f}, "
@@ -87,8 +174,11 @@ def describe(results, compared):
     return lines
 
 
-def net_input_shape(net_name):
-    return datasets.IMAGE_SHAPES[hparams.defaults(net_name).dataset]
+def rates_line(who, r):
+    train_rates, eval_rates = r["train"], r["eval"]
+    return (f"{who}: train {train_rates['median']:,.0f} samples/s [{train_rates['min']:,.0f}, "
+            f"{train_rates['max']:,.0f}] over {train_rates['blocks']} blocks, eval {eval_rates['median']:,.0f} "
+            f"[{eval_rates['min']:,.0f}, {eval_rates['max']:,.0f}]")
 
 
 # Images in each dataset's training and test files (the paper holds 5,000 training images out).
@@ -116,8 +206,5 @@ def branch_seconds(hp, input_shape, budget=2.0, sparse="auto"):
     step = seconds_per_call(trainer.step, budget / 2)
     train.evaluate(net, data.x_test, data.y_test)
     per_image = seconds_per_call(lambda: train.evaluate(net, data.x_test, data.y_test), budget / 2) / len(data.x_test)
-    train_images, test_images = DATASET_IMAGES.get(hp.dataset, (60_000, 10_000))
-    evaluations = hp.iterations // hp.eval_every + 1 + (hp.iterations % hp.eval_every != 0)
-    seconds = (hp.iterations * step + evaluations * (datasets.VALIDATION_SIZE + test_images) * per_image
-               + (train_images - datasets.VALIDATION_SIZE) * per_image)
+    seconds = branch_time(hp, hp.batch_size / step, 1 / per_image)
     return seconds, {"step_s": step, "eval_s_per_image": per_image}

@@ -91,6 +91,11 @@ def work(root, job, job_threads=None, on_eval=None, data=None):
     return "finished", metrics
 
 
+def stop_signalled():
+    """A local worker process was sent SIGINT or SIGTERM: its job should checkpoint and stop."""
+    return _stop_signalled
+
+
 def _orphaned():
     return _driver_pid is not None and os.getppid() != _driver_pid
 

@@ -74,12 +74,12 @@ def start(experiment, run, trial, round_index, k, data):
 def train_copy(root, trial, round_index, k, copy, job_threads=None, data=None):
     """Copy 1 or 2 of W_k trained to the end on its own data order; returns its metrics.
     Runs anywhere that sees the run folder (a local worker process, or this one)."""
-    from .schedule import dataset
+    from . import schedule
     run = rundir.RunFolder(root)
     experiment = lottery.Experiment.from_config(run.config(), run.root / "config.json")
     if job_threads:
         threads.use_cores(job_threads)
-    data = data or dataset(experiment.hp.dataset, experiment.data_dir)
+    data = data or schedule.dataset(experiment.hp.dataset, experiment.data_dir)
     branch = rundir.BranchFolder(folder_of(root, trial, round_index, k) / f"copy{copy}")
     if branch.finished():
         return branch.metrics()
@@ -88,7 +88,8 @@ def train_copy(root, trial, round_index, k, copy, job_threads=None, data=None):
     net.load_state(files.read_npz(folder_of(root, trial, round_index, k) / "start.npz"))
     trainer = Trainer(net, data, experiment.hp, seed, order_seed=[seed, 7, COPY_ORDER, k, copy])
     trainer.iteration = k
-    branch.train(trainer, experiment.checkpoint_every, name=f"stability k={k} copy {copy}")
+    branch.train(trainer, experiment.checkpoint_every, name=f"stability k={k} copy {copy}",
+                 stop_requested=lambda: schedule.stop_signalled())  # Ctrl-C reached a worker process
     files.write_npz(branch.path / "state.npz", net.state())
     metrics = {**trainer.finish(), "trial": trial, "round": round_index, "branch": f"copy{copy}",
                "pm": Mask({n: net.masks[n] for n in net.masks}).density(), "k": k}

@@ -228,8 +228,7 @@ def test_sparse_training_runs_without_the_jit():
 
 
 def test_cli_bench_compares_sparse_with_dense():
-    result = CliRunner().invoke(cli.main, ["bench", "--densities", "1,0.05", "--iterations", "20", "--repeats", "1",
-                                           "--compare", "--json"])
+    result = CliRunner().invoke(cli.main, ["bench", "--densities", "1,0.05", "--seconds", "0.1", "--compare", "--json"])
     assert result.exit_code == 0, result.output
     dense_auto, dense_off, sparse_auto, sparse_off = json.loads(result.output)
     assert (dense_auto["sparse"], dense_off["sparse"]) == ("auto", "off")

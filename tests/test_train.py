@@ -1,7 +1,9 @@
 """The training protocol: learning on real MNIST, determinism, divergence, the CLI's errors."""
 import json
 import math
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,7 +109,62 @@ def test_cli_train_diverging_is_one_line(tmp_path):
 
 
 def test_cli_bench_json():
-    result = CliRunner().invoke(cli.main, ["bench", "--json", "--iterations", "20", "--repeats", "1"])
+    result = CliRunner().invoke(cli.main, ["bench", "--json", "--seconds", "0.5"])
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output)
     assert figures["train_samples_per_s"] > 0 and figures["eval_samples_per_s"] > 0
+    train_rates = figures["train"]
+    assert train_rates["min"] <= train_rates["median"] <= train_rates["max"] and train_rates["blocks"] >= 1
+    # a run's schedule, 100 steps and 15,000 images, unless that takes more than a quarter of the budget
+    assert 1 <= figures["block"] <= 100 and figures["evaluated"] in (1000, 15_000)
+    # a branch: 50,000 steps at the median rate, 501 evaluations and the training accuracy
+    steps = 50_000 * 60 / figures["train_samples_per_s"]
+    evaluations = (501 * 15_000 + 55_000) / figures["eval_samples_per_s"]
+    assert abs(figures["branch_seconds"] - steps - evaluations) < 1e-6 * figures["branch_seconds"]
+
+
+def test_bench_without_torch_says_so():
+    result = CliRunner().invoke(cli.main, ["bench", "--seconds", "0.1", "--compare-torch", "--torch-python",
+                                           sys.executable + "-missing"])
+    assert result.exit_code == 1 and "cannot run" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("name", ["lenet", "conv2", "resnet18", "vgg19"])
+def test_the_torch_peer_has_every_parameter(name):
+    """torch_peer.py builds the network from bench.torch_layers: the same parameters, layer by layer."""
+    from minilottery import bench, nets
+
+    def count(specs):
+        total = 0
+        for spec in specs:
+            if spec["type"] == "dense":
+                total += spec["in"] * spec["out"] + spec["out"]
+            elif spec["type"] == "conv":
+                total += spec["in"] * spec["out"] * spec["kernel"] ** 2 + spec["out"] * spec["bias"]
+            elif spec["type"] == "batchnorm":
+                total += 2 * spec["channels"]
+            elif spec["type"] == "residual":
+                total += count(spec["main"]) + count(spec["shortcut"] or [])
+        return total
+    net = nets.build(name, seed=0)
+    assert count(bench.torch_layers([layer for _, layer in net.layers])) == net.flat_params.size
+
+
+def test_the_torch_peer_computes_the_same_function():
+    torch = pytest.importorskip("torch")  # an optional oracle: torch is never a dependency
+    import importlib.util
+    from minilottery import bench, nets
+    spec = importlib.util.spec_from_file_location("torch_peer", Path(bench.__file__).with_name("torch_peer.py"))
+    peer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peer)
+    net = nets.build("conv2", seed=0, dtype=np.float64)
+    model = peer.build(bench.torch_layers([layer for _, layer in net.layers]), 1.0, torch.Generator()).double()
+    convs = [m.layer for m in model.modules() if isinstance(m, peer.Masked)]
+    ours = [w for name, w in net.params.items() if name.endswith("weight")]
+    biases = [b for name, b in net.params.items() if name.endswith("bias")]
+    with torch.no_grad():
+        for layer, weight, bias in zip(convs, ours, biases):
+            layer.weight.copy_(torch.from_numpy(weight.T if weight.ndim == 2 else weight))
+            layer.bias.copy_(torch.from_numpy(bias))
+    x = np.random.default_rng(0).random((2, 3, 32, 32))
+    np.testing.assert_allclose(model(torch.from_numpy(x)).detach().numpy(), net.forward(x), rtol=1e-9, atol=1e-9)
