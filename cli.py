@@ -13,6 +13,7 @@ The options are made from dataclass fields (``flags``): every hyperparameter of
 network, and every setting of ``lottery.Experiment``. Each field carries its own help.
 """
 import json
+import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -148,7 +149,7 @@ def imp(net, out, resume_dir, workers, scheduler, job_threads, plan, quiet, **op
     data = datasets.load(experiment.hp.dataset, experiment.data_dir)  # bad input stops here, before
     check_batch_size(experiment.hp, data)                             # the folder gets a config.json
     if workers is None:
-        workers = executors.default_workers(experiment)
+        workers = executors.default_workers(experiment, job_threads=job_threads)
     executor = executors.make_executor(workers, scheduler, job_threads)
     line = progress.JobsProgress(quiet, experiment.hp.iterations)
     driver = schedule.Driver(experiment, folder, executor, data, job_threads, on_status=line.on_status,
@@ -240,9 +241,10 @@ def stability(run, round_index, ks, trial, workers):
     From the ticket's weights at iteration k, two copies train to the end on data
     orders of their own; the test error is measured at 11 points on the line between
     them. Instability is the worst error on the path minus the mean of its ends: below
-    2% the network is stable (Frankle, Dziugaite, Roy & Carbin, ICML 2020), and the
-    smallest stable k is the one to pass to imp --rewind-iteration. Writes
-    RUN/stability/ and RUN/figures/stability_trialT_roundRR.png; rerun to resume.
+    2% the network is stable (Frankle, Dziugaite, Roy & Carbin, ICML 2020). At --round 0
+    (the dense network) the smallest stable k is the earliest worth passing to imp
+    --rewind-iteration. Writes RUN/stability/ and RUN/figures/stability_trialT_roundRR.png;
+    rerun to resume.
     """
     from minilottery import datasets, plots_beyond, report, rundir
     from minilottery import stability as analysis
@@ -253,12 +255,14 @@ def stability(run, round_index, ks, trial, workers):
     experiment = lottery.Experiment.from_config(rundir.RunFolder(run).config(), Path(run) / "config.json")
     data = datasets.load(experiment.hp.dataset, experiment.data_dir)
     executor = executors.make_executor(workers)
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: schedule.signal_stop())
     try:
         found = analysis.analyse(run, trial, round_index, values, executor, data, on_line=click.echo)
     except (KeyboardInterrupt, rundir.Interrupted):
         raise click.ClickException("stopped; the copies' checkpoints are kept; resume with the same "
                                    "command") from None
     finally:
+        signal.signal(signal.SIGINT, previous)
         executor.shutdown()
     results = report.load_run(run)
     pm = 100 * results.spread("ticket", round_index, "pm").mean
@@ -266,7 +270,8 @@ def stability(run, round_index, ks, trial, workers):
     path.parent.mkdir(exist_ok=True)
     plots_beyond.stability_figure(found, f"Instability of the winning ticket at Pm {pm:.1f}%, "
                                          f"{results.title().split(',')[0]}, trial {trial}", path)
-    click.echo(f"wrote {path}")
+    _, written = report.write_report(run)  # with its instability section
+    click.echo(f"wrote {path} and {written}")
 
 
 @main.command()

@@ -70,7 +70,7 @@ def measure(net_name, density=1.0, seconds=20.0, data=None, hp=None, **build_opt
     per_image = seconds_per_call(lambda: train.evaluate(net, x_eval[:1000], y_eval[:1000]), 0.0, least=2) / 1000
     block = hp.eval_every if hp.eval_every * step <= seconds / 4 else max(1, int(seconds / 4 / step))
     evaluated = len(x_eval) if len(x_eval) * per_image <= seconds / 4 else 1000
-    train_rates, eval_rates, block_seconds = [], [], []
+    train_rates, eval_rates = [], []
     began = time.perf_counter()
     while not train_rates or time.perf_counter() - began < seconds:
         start = time.perf_counter()
@@ -136,17 +136,23 @@ def torch_figures(mine, seconds, python, threads, train_images):
     net = nets.build(mine["net"], seed=0)
     job = {"layers": torch_layers([layer for _, layer in net.layers]), "input_shape": list(net.input_shape),
            "density": mine["density"], "hp": hp.to_dict(), "threads": threads, "seconds": seconds,
-           "block": mine["block"], "train_images": train_images, "evaluated": mine["evaluated"]}
+           "block": mine["block"], "train_images": train_images, "evaluated": mine["evaluated"],
+           "augment": hp.augment}
     script = Path(__file__).with_name("torch_peer.py")
     try:
         done = subprocess.run([python, str(script)], input=json.dumps(job), capture_output=True, text=True,
                               timeout=30 * seconds + 300)
     except OSError as error:
-        return None, f"cannot run {python} ({error})"
+        return None, f"cannot run {python} ({error}); give --torch-python a Python that has torch"
+    except subprocess.TimeoutExpired:
+        return None, f"PyTorch's timing in {python} did not finish in {30 * seconds + 300:.0f} s; try fewer --seconds"
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         return None, f"{python} could not time PyTorch ({last}); give --torch-python a Python that has torch"
-    figures = json.loads(done.stdout)
+    try:
+        figures = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None, f"{python} printed no figures for PyTorch; run minilottery/torch_peer.py by hand to see why"
     figures["branch_seconds"] = branch_time(hp, figures["train"]["median"], figures["eval"]["median"])
     return figures, None
 

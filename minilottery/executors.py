@@ -131,12 +131,13 @@ def _sees_folder(root):
     return (Path(root) / "config.json").exists()
 
 
-def default_workers(experiment, cores=None):
+def default_workers(experiment, cores=None, job_threads=None):
     """The fastest way to use this machine's cores, measured on Lenet (docs/scaling.md):
-    one worker per core, each job on one thread, as long as the job graph has that many
-    jobs to run at once (a round's branches in every trial); otherwise every core for
-    the one job. Two threads that wait for each other lose to two jobs side by side."""
-    cores = cores or len(os.sched_getaffinity(0))
+    one worker per core (per ``job_threads`` cores, if given), each job on one thread, as
+    long as the job graph has that many jobs to run at once (a round's branches in every
+    trial); otherwise every core for the one job. Two threads that wait for each other
+    lose to two jobs side by side."""
+    cores = (cores or threads.WORKERS) // (job_threads or 1)
     jobs = experiment.jobs()
     at_once = len(jobs) if jobs and not jobs[0].chained else \
         experiment.trials * max(len(experiment.branches(r)) for r in range(experiment.rounds + 1))

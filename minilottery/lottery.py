@@ -156,7 +156,12 @@ class Experiment:
         if not self.transfer_from:
             return
         source = rundir.RunFolder(self.transfer_from)
+        if not (source.root / "config.json").exists():
+            raise ValueError(f"--transfer-from {source.root}: not an imp run folder (no config.json)")
         config = source.config()
+        if config.get("rewind_iteration") or config.get("retrain", "weight-rewind") != "weight-rewind":
+            raise ValueError(f"{source.root} did not reset its tickets to θ₀ (--rewind-iteration or --retrain); "
+                             "transfer takes the masks and θ₀ of a run that did")
         if config["hyperparameters"].get("net") != self.hp.net:
             raise ValueError(f"{source.root} holds tickets of {config['hyperparameters'].get('net')}, not "
                              f"{self.hp.net}; choose a run of the same --net")
@@ -177,9 +182,13 @@ class Job:
 
     def needs(self):
         """The jobs whose files this one reads: round r prunes round r − 1's trained ticket
-        (whose own chain reaches back to round 0, which one-shot pruning reads too); a
-        transferred ticket reads only the source run's files."""
-        return [] if self.round == 0 or not self.chained else [Job(self.trial, self.round - 1, "ticket")]
+        (whose own chain reaches back to round 0, which one-shot pruning reads too). A
+        transferred ticket reads only the source run's files; one-shot, this run's dense net."""
+        if self.round == 0:
+            return []
+        if not self.chained:
+            return [Job(self.trial, 0, "ticket", chained=False)] if self.branch == "oneshot" else []
+        return [Job(self.trial, self.round - 1, "ticket")]
 
     def priority(self):
         """Earlier rounds first, the ticket (the critical path) before its controls."""
@@ -208,10 +217,7 @@ def run_job(experiment, folder, job, data, on_eval=None, stop_requested=None):
     mask = branch.keep_mask(mask, like=net)
     net.set_params(start_weights)
     net.set_mask(mask)                                               # m ⊙ θ₀
-    trainer = Trainer(net, data, experiment.hp, seed, order_seed=data_order_seed(experiment, job))
-    trainer.iteration = reset_iteration(experiment, job)
-    if experiment.retrain == "finetune" and job.round > 0:  # the rest of the budget at the final rate
-        trainer.schedule = optim.Schedule(trainer.schedule(experiment.hp.iterations - 1))
+    trainer = make_trainer(experiment, job, net, data, data_order_seed(experiment, job))
     rewinding = job == Job(job.trial, 0, "ticket") and experiment.rewind_iteration > 0
     snapshots = {experiment.rewind_iteration} if rewinding else ()
     elapsed = branch.train(trainer, experiment.checkpoint_every, snapshots=snapshots,  # 2. train to θ_j
@@ -228,6 +234,22 @@ def run_job(experiment, folder, job, data, on_eval=None, stop_requested=None):
         metrics.update(weight_distances(start_weights, trained, mask, next_mask))
     branch.finish(trained, trainer.curve, metrics)
     return metrics
+
+
+def make_trainer(experiment, job, net, data, order_seed):
+    """The trainer of a job's branch: from iteration 0, or k (rewinding, or the rate replayed
+    from k), and for a fine-tuned network the rest of the budget at the final rate."""
+    trainer = Trainer(net, data, experiment.hp, experiment.trial_seed(job.trial), order_seed=order_seed)
+    trainer.iteration = reset_iteration(experiment, job)
+    if experiment.retrain == "finetune" and retrained(experiment, job):
+        trainer.schedule = optim.Schedule(trainer.schedule(experiment.hp.iterations - 1))
+    return trainer
+
+
+def retrained(experiment, job):
+    """Does the branch keep trained weights (``retrain`` lr-rewind or finetune)? The ticket
+    and one-shot pruning do; the controls start from θ₀ (or θ'₀), as in the paper."""
+    return experiment.retrain != "weight-rewind" and job.round > 0 and job.branch in ("ticket", "oneshot")
 
 
 def round_mask(experiment, folder, job, net):
@@ -254,37 +276,39 @@ def branch_start(experiment, folder, job, mask, theta_0, net, data):
     if job.branch == "random":  # the same per-layer counts at random positions, θ₀
         rng = np.random.default_rng([experiment.trial_seed(job.trial), job.round, CONTROLS.index("random")])
         return pruning.random_like(mask, rng), reset
-    if job.branch == "snip":  # |g ⊙ θ| at the start, on one minibatch of the trial's
-        scorer = experiment.build(experiment.trial_seed(job.trial), net.input_shape)
-        scorer.set_params(reset)
+    if job.branch == "snip":  # |g ⊙ θ₀| on one minibatch of the trial's, without dropout
+        scorer = nets.build(experiment.hp.net, seed=0, input_shape=net.input_shape, sparse="off")
+        scorer.set_params(theta_0)
         rng = np.random.default_rng([experiment.trial_seed(job.trial), BRANCHES.index("snip")])
         batch = rng.choice(len(data.x_train), experiment.hp.batch_size, replace=False)
         return init_pruning.snip(scorer, data.x_train[batch], data.y_train[batch], mask, unpruned,
                                  global_pruning), reset
-    if job.branch == "synflow":  # |∂R/∂θ ⊙ θ| at the start, no data, 100 steps
-        return init_pruning.synflow(experiment.hp.net, reset, mask, unpruned, global_pruning,
+    if job.branch == "synflow":  # |∂R/∂θ ⊙ θ| at θ₀, no data, 100 steps
+        return init_pruning.synflow(experiment.hp.net, theta_0, mask, unpruned, global_pruning,
                                     input_shape=net.input_shape), reset
     # one-shot: the trained dense network of round 0 pruned once, to this round's counts
     dense = folder.branch(Job(job.trial, 0, "ticket")).weights("final", net)
-    start = reset if experiment.retrain == "weight-rewind" else dense
-    return pruning.keep_counts({n: np.abs(dense[n]) for n in mask}, mask, unpruned, global_pruning), start
+    return pruning.keep_counts({n: np.abs(dense[n]) for n in mask}, mask, unpruned, global_pruning), reset
 
 
 def reset_weights(experiment, folder, job, theta_0, net):
-    """θ₀ (the paper), or θ_k when rewinding, for rounds after the dense one; without
-    weight rewinding (``retrain``), the weights round r − 1's ticket was trained to."""
+    """θ₀ (the paper), or θ_k when rewinding, for rounds after the dense one. A retrained
+    ticket keeps the weights round r − 1's ticket was trained to; one-shot, the dense net's."""
     if job.round == 0:
         return theta_0
-    if experiment.retrain != "weight-rewind":
-        return folder.branch(Job(job.trial, job.round - 1, "ticket")).weights("final", net)
-    if experiment.rewind_iteration == 0:
+    if retrained(experiment, job):
+        source = Job(job.trial, job.round - 1 if job.branch == "ticket" else 0, "ticket")
+        return folder.branch(source).weights("final", net)
+    if experiment.rewind_iteration == 0 or experiment.retrain != "weight-rewind":
         return theta_0
     return folder.branch(Job(job.trial, 0, "ticket")).weights("theta_k", net)
 
 
 def reset_iteration(experiment, job):
     """Where training starts: 0, or k when rewinding to θ_k (or replaying the rate from k)."""
-    return 0 if job.round == 0 else experiment.rewind_iteration
+    if job.round == 0 or (experiment.retrain != "weight-rewind" and not retrained(experiment, job)):
+        return 0
+    return experiment.rewind_iteration
 
 
 def data_order_seed(experiment, job):

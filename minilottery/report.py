@@ -12,6 +12,7 @@ Only finished branches count (their metrics.json exists, see rundir.py), so a
 run that is still going can be reported on; a damaged file is an error that names it.
 """
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -290,7 +291,10 @@ def stability_section(results):
     from . import stability
     lines = []
     for place in sorted((results.root / "stability").glob("trial*/round*")):
-        trial, round_index = int(place.parent.name[5:]), int(place.name[5:])
+        names = re.fullmatch(r"trial(\d+)/round(\d+)", f"{place.parent.name}/{place.name}")
+        if not names:
+            continue  # not a folder stability wrote
+        trial, round_index = int(names.group(1)), int(names.group(2))
         found = stability.results(results.root, trial, round_index)
         if not found:
             continue

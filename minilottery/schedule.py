@@ -91,6 +91,12 @@ def work(root, job, job_threads=None, on_eval=None, data=None):
     return "finished", metrics
 
 
+def signal_stop():
+    """Ask the job running in this process to checkpoint and stop at its next evaluation."""
+    global _stop_signalled
+    _stop_signalled = True
+
+
 def stop_signalled():
     """A local worker process was sent SIGINT or SIGTERM: its job should checkpoint and stop."""
     return _stop_signalled

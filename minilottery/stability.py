@@ -5,9 +5,9 @@ before the rest of its training no longer depends on the data order.
 For the winning ticket of one round of an imp run, and each iteration k:
 
 1. train the ticket from its start (m ⊙ θ₀, as its round did, on the same data
-   order) to iteration k, giving W_k;
-2. train two copies of W_k to the end of the budget, each on a data order of its
-   own, giving W_T¹ and W_T²;
+   order) to iteration k, giving W_k and the optimizer's state there;
+2. train two copies of W_k to the end of the budget, each on a data order (and
+   dropout and augmentation noise) of its own, giving W_T¹ and W_T²;
 3. evaluate the test error at 11 evenly spaced points on the line between them,
    m ⊙ ((1 − α) W_T¹ + α W_T²) for α = 0, 0.1, ..., 1 (batch norm's running
    statistics are interpolated alike).
@@ -15,8 +15,9 @@ For the winning ticket of one round of an imp run, and each iteration k:
 The *instability* is the largest error on the path minus the mean error of its two
 ends. The paper calls a network stable when its instability is below 2%, and finds
 that IMP finds winning tickets at the sparsities where the network is stable: from
-k = 0 for Lenet, only from a k early in training for larger networks. That k is the
-one to pass to ``imp --rewind-iteration``.
+k = 0 for Lenet, only from a k early in training for larger networks. Round 0 (the
+dense network) tells the earliest k from which ``imp --rewind-iteration`` can work;
+a later round tells whether that round's ticket is stable.
 
 Files, beside the run's own: RUN/stability/trialT/roundRR/kK/start.npz (W_k),
 copy1/ and copy2/ (each a branch folder with checkpoint, final state, curve and
@@ -28,7 +29,7 @@ import numpy as np
 
 from . import files, lottery, rundir, threads
 from .masks import Mask
-from .train import Trainer, evaluate
+from .train import evaluate
 
 ALPHAS = np.linspace(0, 1, 11)
 STABLE = 0.02  # the paper's threshold on instability
@@ -54,19 +55,19 @@ def check(experiment, run, trial, round_index, ks):
 
 def start(experiment, run, trial, round_index, k, data):
     """W_k: the ticket of ``round_index`` trained from its start to iteration k, on its own
-    data order (a network's full state, so batch norm's statistics come along); kept in start.npz."""
+    data order and schedule, with its optimizer's state (and batch norm's statistics); kept
+    in start.npz."""
     path = folder_of(run.root, trial, round_index, k) / "start.npz"
     if path.exists():
         return files.read_npz(path)
     job = lottery.Job(trial, round_index, "ticket")
-    seed = experiment.trial_seed(trial)
-    net = experiment.build(seed, data.input_shape)
+    net = experiment.build(experiment.trial_seed(trial), data.input_shape)
     net.set_params(lottery.reset_weights(experiment, run, job, run.theta_0(trial, net), net))
     net.set_mask(run.branch(job).mask(like=net))
-    trainer = Trainer(net, data, experiment.hp, seed, order_seed=lottery.data_order_seed(experiment, job))
-    trainer.iteration = lottery.reset_iteration(experiment, job)
+    trainer = lottery.make_trainer(experiment, job, net, data, lottery.data_order_seed(experiment, job))
     trainer.run(until=k)
-    state = net.state()
+    state = {f"net.{key}": value for key, value in net.state().items()}
+    state.update({f"optimizer.{key}": value for key, value in trainer.optimizer.state().items()})
     files.write_npz(path, state)
     return state
 
@@ -83,11 +84,15 @@ def train_copy(root, trial, round_index, k, copy, job_threads=None, data=None):
     branch = rundir.BranchFolder(folder_of(root, trial, round_index, k) / f"copy{copy}")
     if branch.finished():
         return branch.metrics()
-    seed = experiment.trial_seed(trial)
+    seed, job = experiment.trial_seed(trial), lottery.Job(trial, round_index, "ticket")
     net = experiment.build(seed, data.input_shape)
-    net.load_state(files.read_npz(folder_of(root, trial, round_index, k) / "start.npz"))
-    trainer = Trainer(net, data, experiment.hp, seed, order_seed=[seed, 7, COPY_ORDER, k, copy])
+    trainer = lottery.make_trainer(experiment, job, net, data, [seed, 7, COPY_ORDER, k, copy])
+    start_state = files.read_npz(folder_of(root, trial, round_index, k) / "start.npz")
+    net.load_state({key[4:]: value for key, value in start_state.items() if key.startswith("net.")})
+    trainer.optimizer.load_state({key[10:]: v for key, v in start_state.items() if key.startswith("optimizer.")})
     trainer.iteration = k
+    for rng, stream in ((net.dropout_rng, 1), (trainer.augment_rng, 11)):  # each copy its own noise too
+        rng.bit_generator.state = np.random.default_rng([seed, stream, COPY_ORDER, k, copy]).bit_generator.state
     branch.train(trainer, experiment.checkpoint_every, name=f"stability k={k} copy {copy}",
                  stop_requested=lambda: schedule.stop_signalled())  # Ctrl-C reached a worker process
     files.write_npz(branch.path / "state.npz", net.state())

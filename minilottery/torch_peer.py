@@ -1,9 +1,10 @@
 """PyTorch's figures beside minilottery's, for ``bench --compare-torch``.
 
 The same network, mask density, optimizer and batch size in PyTorch on the CPU, in the
-fastest configuration measured on the project's machines: fused Adam, denormals
-flushed to zero, channels-last memory for convolutions. Masks multiply the weights in
-the forward pass and are applied again after every step (open_lth's way), and the
+fastest configuration measured on the project's machines: fused Adam and SGD,
+denormals flushed to zero, channels-last memory for convolutions. Masks are applied to
+the weights after every step (open_lth's way), with the same augmentation where the
+network has it (Resnet-18, VGG-19), and the
 timing is bench.py's: blocks of as many steps as bench's (``eval_every``), each followed
 by an evaluation of as many images, for about the given seconds.
 
@@ -24,7 +25,8 @@ from torch import nn
 
 
 class Masked(nn.Module):
-    """A Linear or Conv2d whose weight is multiplied by a fixed 0/1 mask in the forward pass."""
+    """A Linear or Conv2d with a fixed 0/1 mask, applied to its weight after every step
+    (open_lth's way: the pruned weights are zero at every forward pass)."""
 
     def __init__(self, layer, density, generator):
         super().__init__()
@@ -36,10 +38,7 @@ class Masked(nn.Module):
             layer.weight.mul_(self.mask)
 
     def forward(self, x):
-        weight = self.layer.weight * self.mask
-        if isinstance(self.layer, nn.Linear):
-            return F.linear(x, weight, self.layer.bias)
-        return F.conv2d(x, weight, self.layer.bias, self.layer.stride, self.layer.padding)
+        return self.layer(x)
 
 
 class Residual(nn.Module):
@@ -86,7 +85,18 @@ def optimizer(hp, parameters):
         return torch.optim.Adam(parameters, lr=hp["lr"], weight_decay=hp["weight_decay"], fused=True)
     momentum = hp["momentum"] if hp["optimizer"] == "momentum" else 0.0
     return torch.optim.SGD(parameters, lr=hp["lr"], momentum=momentum, weight_decay=hp["weight_decay"],
-                           nesterov=hp["nesterov"] and momentum > 0)
+                           nesterov=hp["nesterov"] and momentum > 0, fused=True)
+
+
+def flip_and_crop(x, generator):
+    """minilottery's augmentation (augment.py): per image, a random crop of the image padded
+    by 4 pixels and a random horizontal flip."""
+    n, _, height, width = x.shape
+    padded = F.pad(x, (4, 4, 4, 4))
+    dy, dx = torch.randint(0, 9, (2, n), generator=generator).tolist()
+    out = torch.stack([padded[i, :, dy[i]:dy[i] + height, dx[i]:dx[i] + width] for i in range(n)])
+    flip = torch.rand(n, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
 def main(job):
@@ -102,7 +112,8 @@ def main(job):
     x_train = torch.rand(train_size, *shape, generator=generator).contiguous(memory_format=layout) \
         if convolutional else torch.rand(train_size, *shape, generator=generator)
     y_train = torch.randint(0, 10, (train_size,), generator=generator)
-    x_eval = torch.rand(job["evaluated"], *shape, generator=generator)
+    x_eval = torch.rand(job["evaluated"], *shape, generator=generator).contiguous(memory_format=layout) \
+        if convolutional else torch.rand(job["evaluated"], *shape, generator=generator)
     y_eval = torch.randint(0, 10, (job["evaluated"],), generator=generator)
     opt = optimizer(hp, model.parameters())
     batch, position = hp["batch_size"], [train_size]
@@ -113,7 +124,10 @@ def main(job):
             order[0], position[0] = torch.randperm(train_size, generator=generator), 0
         index = order[0][position[0]:position[0] + batch]
         position[0] += batch
-        loss = F.cross_entropy(model(x_train[index]), y_train[index])
+        x = x_train[index]
+        if job["augment"]:
+            x = flip_and_crop(x, generator).contiguous(memory_format=layout)
+        loss = F.cross_entropy(model(x), y_train[index])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -123,12 +137,9 @@ def main(job):
 
     def evaluate():
         model.eval()
-        with torch.no_grad():
+        with torch.inference_mode():
             for start in range(0, len(x_eval), 1000):
-                chunk = x_eval[start:start + 1000]
-                if convolutional:
-                    chunk = chunk.contiguous(memory_format=layout)
-                int((model(chunk).argmax(1) == y_eval[start:start + 1000]).sum())
+                int((model(x_eval[start:start + 1000]).argmax(1) == y_eval[start:start + 1000]).sum())
         model.train()
 
     for _ in range(3):

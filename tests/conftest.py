@@ -51,7 +51,7 @@ def one_job_at_a_time(request, monkeypatch):
     reaches them) unless the test gives --workers; a test marked auto_workers gets the default."""
     if "auto_workers" not in request.keywords:
         from minilottery import executors
-        monkeypatch.setattr(executors, "default_workers", lambda experiment, cores=None: 1)
+        monkeypatch.setattr(executors, "default_workers", lambda experiment, cores=None, job_threads=None: 1)
 
 
 @pytest.fixture

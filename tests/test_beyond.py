@@ -39,10 +39,17 @@ def test_stability_trains_two_copies_and_measures_the_path(tmp_path, small_mnist
         assert errors[0] == 1 - train.evaluate(net, data.x_test, data.y_test)[1]
     # W_0 is the ticket's start, m ⊙ θ₀; W_20 its weights after 20 iterations on its own order
     start = nets.build("lenet", seed=0)
-    start.load_state(files.read_npz(stability.folder_of(run.root, 0, 1, 0) / "start.npz"))
+    start.load_state({k[4:]: v for k, v in files.read_npz(stability.folder_of(run.root, 0, 1, 0) / "start.npz").items()
+                      if k.startswith("net.")})
     for name in mask:
         np.testing.assert_array_equal(start.params[name], run.theta_0(0)[name] * mask[name])
+    # W_20 is the ticket itself after 20 iterations: its validation accuracy there
+    start.load_state({k[4:]: v for k, v in files.read_npz(stability.folder_of(run.root, 0, 1, 20) / "start.npz").items()
+                      if k.startswith("net.")})
+    curve = files.read_json(run.branch_at(0, 1, "ticket").path / "curve.json")
+    assert train.evaluate(start, data.x_val, data.y_val)[1] == curve["val_accuracy"][curve["iteration"].index(20)]
     assert (run.root / "figures" / "stability_trial0_round01.png").stat().st_size > 10_000
+    assert "## Instability analysis" in (run.root / "report.md").read_text()
     again = invoke("stability", run.root, "--round", 1, "--k", "0,20")  # finished copies are read back
     assert again.exit_code == 0 and again.output == result.output
 
@@ -69,6 +76,9 @@ def test_transfer_trains_the_source_tickets(tmp_path, small_mnist):
     assert random.kept() == mask.kept() and not np.array_equal(random["fc1.weight"], mask["fc1.weight"])
     experiment = lottery.Experiment.from_config(target.config())
     assert all(job.needs() == [] for job in experiment.jobs())  # every round at once
+    with_oneshot = lottery.Experiment(experiment.hp, rounds=2, oneshot=True, transfer_from=str(source.root))
+    assert {job: job.needs() for job in with_oneshot.jobs() if job.needs()} == {
+        lottery.Job(0, r, "oneshot"): [lottery.Job(0, 0, "ticket")] for r in (1, 2)}  # the dense net it prunes
     result = invoke("compare", target.root, source.root, "--labels", "transferred,own", "--branches",
                     "ticket,random", "--out", tmp_path / "both.png")
     assert result.exit_code == 0 and (tmp_path / "both.png").stat().st_size > 10_000, result.output

@@ -99,7 +99,7 @@ def test_trials_use_different_seeds(tmp_path, mnist):
 
 
 IMP = [sys.executable, "cli.py", "imp", "--rounds", "1", "--iterations", "400", "--eval-every", "50",
-       "--checkpoint-every", "100", "--quiet", "--workers", "1"]
+       "--checkpoint-every", "100", "--workers", "1", "--quiet"]  # IMP[:-1]: with the progress line
 
 
 def test_a_killed_run_resumes_to_identical_numbers(tmp_path, small_mnist):
@@ -285,3 +285,27 @@ def test_retraining_keeps_the_trained_weights(tmp_path, mnist, retrain):
     for name, value in net.params.items():
         np.testing.assert_array_equal(weights(folder, 0, 1, "ticket", name), value)
     assert rundir.default_folder(lottery.Experiment(hp, retrain=retrain).config()).name.startswith("lenet-")
+
+
+def test_controls_under_lr_rewinding_start_from_theta_0(tmp_path, mnist):
+    """Only the ticket (and one-shot) keep trained weights; the controls train from θ₀ from iteration 0."""
+    hp = tiny(iterations=40, eval_every=20)
+    folder = run(tmp_path, mnist, hp, rounds=1, controls=("random", "snip"), retrain="lr-rewind", rewind_iteration=20)
+    theta_0 = nets.build("lenet", seed=0)
+    for control in ("random", "snip"):
+        curve = json.loads((branch(folder, 0, 1, control).path / "curve.json").read_text())
+        assert curve["iteration"][0] == 0
+        trainer = train.Trainer(nets.build("lenet", seed=0), mnist, hp, seed=0)
+        trainer.net.set_mask(mask_of(folder, 0, 1, control))
+        trainer.run()
+        np.testing.assert_array_equal(weights(folder, 0, 1, control, "fc1.weight"), trainer.net.params["fc1.weight"])
+    assert np.count_nonzero(mask_of(folder, 0, 1, "snip")["fc1.weight"] * theta_0.params["fc1.weight"]) > 0
+
+
+def test_pruning_at_init_under_global_pruning_keeps_the_total(tmp_path, mnist):
+    folder = run(tmp_path, mnist, tiny(pruning="global", unpruned=("output",)), rounds=1, controls=("snip", "synflow"))
+    ticket = mask_of(folder, 0, 1, "ticket")
+    for control in ("snip", "synflow"):
+        mask = mask_of(folder, 0, 1, control)
+        assert mask.kept() == ticket.kept() and mask.density("fc3.weight") == 1.0  # the output layer unpruned
+        assert mask.kept("fc1.weight") != ticket.kept("fc1.weight")  # one total, spread by the scores
