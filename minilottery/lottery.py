@@ -42,6 +42,9 @@ from .train import Trainer
 
 
 DATA_ORDERS = ("trial", "branch")
+# What a run did before a setting existed, where that differs from its default now: a
+# config.json without data_order was trained with one minibatch sequence per trial.
+BEFORE = {"data_order": "trial"}
 RETRAIN = ("weight-rewind", "lr-rewind", "finetune")
 CONTROL_CHOICES = {"none": (), **{control: (control,) for control in CONTROLS}, "both": CONTROLS[:2]}
 
@@ -62,8 +65,9 @@ class Experiment:
     data_dir: str = option(None, "read the dataset's files from this folder", path=True)
     sparse: str = option("auto", "sparse kernels for layers below the density threshold",
                          choices=("auto", "on", "off"))
-    data_order: str = option("trial", "minibatch order: 'trial', one sequence for every round and branch of a "
-                                      "trial, or 'branch', each branch its own", choices=DATA_ORDERS)
+    data_order: str = option("branch", "minibatch order: 'branch', each branch its own, or 'trial', one sequence "
+                                       "for every round and branch of a trial (docs/reproduction.md measures both)",
+                             choices=DATA_ORDERS)
     retrain: str = option("weight-rewind", "how a pruned network is trained again: 'weight-rewind' (the paper: "
                           "reset to θ₀, or θ_k), 'lr-rewind' (keep the trained weights, replay the learning-rate "
                           "schedule from iteration k) or 'finetune' (keep them, train at the final rate)",
@@ -116,11 +120,11 @@ class Experiment:
 
     @classmethod
     def complete_config(cls, config):
-        """An older config.json with every setting added since, at its default: the
-        behaviour the run had before the setting existed."""
+        """An older config.json with every setting added since, at the behaviour the run had
+        before the setting existed: its default then (``BEFORE``), else its default now."""
         defaults = {f.name: f.default for f in fields(cls) if f.name != "hp"}
         defaults["controls"] = list(defaults["controls"])
-        return {**defaults, **config}
+        return {**defaults, **BEFORE, **config}
 
     def branches(self, round_index):
         """The branches trained at a round, in order."""

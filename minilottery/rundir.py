@@ -60,7 +60,7 @@ def default_folder(config):
     paper = defaults(hp["net"]).to_dict()
     changed = {k: v for k, v in hp.items() if paper.get(k) != v}
     changed.update({k: config[k] for k in ("seed", "rewind_iteration") if config[k]})
-    for key, usual in (("data_order", "trial"), ("retrain", "weight-rewind"), ("transfer_from", None)):
+    for key, usual in (("data_order", "branch"), ("retrain", "weight-rewind"), ("transfer_from", None)):
         if config.get(key, usual) != usual:
             changed[key] = config[key]
     if not changed:

@@ -212,25 +212,32 @@ def test_global_pruning_of_lenet_prunes_at_the_fc_rate(tmp_path, mnist):
     assert mask.density("fc3.weight") != pytest.approx(0.9)  # one threshold, not per-layer rates
 
 
-def test_data_order_is_the_trials_or_each_branchs_own():
-    e = lottery.Experiment(hparams.Hyperparameters())
+def test_data_order_is_each_branchs_own_or_the_trials():
+    own = lottery.Experiment(hparams.Hyperparameters(), rounds=3, controls=lottery.CONTROLS, oneshot=True)
+    assert own.data_order == "branch"  # the default (docs/reproduction.md says why)
+
+    def first_draws(experiment, job):
+        return tuple(np.random.default_rng(lottery.data_order_seed(experiment, job)).integers(0, 2**62, 4))
+    streams = {first_draws(own, job) for job in own.jobs()}
+    assert len(streams) == len(own.jobs())  # every branch its own sequence, not only its own seed
+    shared = lottery.Experiment(hparams.Hyperparameters(), data_order="trial")
     ticket, reinit = lottery.Job(0, 1, "ticket"), lottery.Job(0, 1, "reinit")
-    assert lottery.data_order_seed(e, ticket) == lottery.data_order_seed(e, reinit) == [0, 7]
-    assert lottery.data_order_seed(e, lottery.Job(1, 0, "ticket")) == [1, 7]
-    own = lottery.Experiment(hparams.Hyperparameters(), data_order="branch")
-    seeds = {tuple(lottery.data_order_seed(own, job)) for job in own.jobs()}
-    assert len(seeds) == len(own.jobs())  # every branch its own sequence
+    assert lottery.data_order_seed(shared, ticket) == lottery.data_order_seed(shared, reinit) == [0, 7]
+    assert lottery.data_order_seed(shared, lottery.Job(1, 0, "ticket")) == [1, 7]
+    # the dense network's sequence is the same both ways (NumPy's SeedSequence drops trailing zeros)
+    dense = lottery.Job(0, 0, "ticket")
+    assert first_draws(own, dense) == first_draws(shared, dense)
     with pytest.raises(ValueError, match="unknown data order 'epoch'"):
         lottery.Experiment(hparams.Hyperparameters(), data_order="epoch").validate()
 
 
-def test_a_run_from_before_data_order_resumes_but_refuses_another_order(tmp_path):
-    assert invoke("--rounds", "0", "--iterations", "20", "--out", str(tmp_path)).exit_code == 0
+def test_a_run_from_before_data_order_resumes_with_one_sequence_per_trial(tmp_path):
+    assert invoke("--rounds", "0", "--iterations", "20", "--data-order", "trial", "--out", str(tmp_path)).exit_code == 0
     config = files.read_json(tmp_path / "config.json")
-    del config["data_order"]  # as an older minilottery wrote it
+    del config["data_order"]  # as an older minilottery wrote it: it trained that way
     files.write_json(tmp_path / "config.json", config)
-    assert invoke("--rounds", "1", "--iterations", "20", "--out", str(tmp_path)).exit_code == 0
-    result = invoke("--rounds", "1", "--iterations", "20", "--data-order", "branch", "--out", str(tmp_path))
+    assert invoke("--rounds", "1", "--iterations", "20", "--data-order", "trial", "--out", str(tmp_path)).exit_code == 0
+    result = invoke("--rounds", "1", "--iterations", "20", "--out", str(tmp_path))  # today's default: branch
     assert result.exit_code == 1 and "data_order: 'trial' then, 'branch' now" in result.output
 
 
