@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import threads
 from .kernels import core, single_threaded
 from .kernels import sparse as sparse_kernels
 
@@ -93,7 +94,7 @@ class Momentum(Optimizer):
         net, cast = self.net, self.net.dtype.type
         hyper = (cast(lr), cast(self.momentum), cast(self.weight_decay), self.nesterov)
         if getattr(net, "sparse_update", None) is None:
-            single_threaded(core.momentum_update, net.flat_params, net.flat_grads, self.buf, net.flat_mask, *hyper)
+            dense_update(net, core.momentum_update, (net.flat_params, net.flat_grads, self.buf, net.flat_mask), hyper)
         else:  # sparse layers: only their kept weights (sparse.py)
             update = net.sparse_update
             single_threaded(sparse_kernels.momentum_update_kept, net.flat_params, net.flat_grads, self.buf,
@@ -121,11 +122,23 @@ class Adam(Optimizer):
         hyper = (cast(step_size), cast(self.beta1), cast(self.beta2), cast(self.eps),
                  cast(self.weight_decay), cast(bias2_root))
         if getattr(net, "sparse_update", None) is None:
-            single_threaded(core.adam_update, net.flat_params, net.flat_grads, self.m, self.v, net.flat_mask, *hyper)
+            dense_update(net, core.adam_update, (net.flat_params, net.flat_grads, self.m, self.v, net.flat_mask), hyper)
         else:  # sparse layers: only their kept weights (sparse.py)
             update = net.sparse_update
             single_threaded(sparse_kernels.adam_update_kept, net.flat_params, net.flat_grads, self.m, self.v,
                             net.flat_mask, update.spans, update.kept, *self.kept(update), *hyper)
+
+
+def dense_update(net, kernel, arrays, hyper):
+    """An element-wise update ``kernel`` over the flat arrays: in slices side by side on the
+    pool's threads when the network's passes run on the pool (threads.py), else on one
+    thread (beside OpenBLAS's spinning helper a second thread would only compete)."""
+    if not getattr(net, "pool_threads", False) or threads.WORKERS == 1:
+        single_threaded(kernel, *arrays, *hyper)
+        return
+    size = arrays[0].size
+    threads.run_chunks(size, -(-size // threads.WORKERS),
+                       lambda worker, part: single_threaded(kernel, *(a[part] for a in arrays), *hyper))
 
 
 def make(name, net, momentum=0.9, weight_decay=0.0, nesterov=False):

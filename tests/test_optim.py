@@ -85,3 +85,22 @@ def test_masked_lenet_weights_stay_exactly_zero(rng):
         assert np.all(net.params[name][m == 1] != 0)
         slice_ = net.slices[name]
         assert np.all(adam.m[slice_][m.reshape(-1) == 0] == 0)
+
+
+@pytest.mark.parametrize("name", ["adam", "momentum"])
+def test_the_update_split_over_the_pool_equals_one_thread(name):
+    """A network whose passes run on the pool also updates in slices on it: the same numbers."""
+    one, split = nets.build("lenet", seed=0), nets.build("lenet", seed=0)
+    one.pool_threads, split.pool_threads = False, True
+    grads = np.random.default_rng(1).standard_normal(one.flat_grads.size).astype(np.float32)
+    mask = (np.random.default_rng(2).random(one.flat_mask.size) < 0.5).astype(np.float32)
+    optimizers = []
+    for net in (one, split):
+        net.flat_mask[...] = mask
+        net.flat_grads[...] = grads
+        optimizers.append(optim.make(name, net, weight_decay=1e-4))
+    for _ in range(3):
+        for optimizer in optimizers:
+            optimizer.step(1e-3)
+    np.testing.assert_array_equal(one.flat_params, split.flat_params)
+    assert np.all(split.flat_params[mask == 0] == 0)
