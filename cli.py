@@ -109,6 +109,8 @@ def bench(net, densities, seconds, as_json, sparse, compare, compare_torch, torc
         click.echo(json.dumps(results[0] if len(results) == 1 else results))
         return
     click.echo("\n".join(benchmark.describe(results, compared=len(modes) == 2)))
+    if benchmark.blas_note():
+        click.echo(benchmark.blas_note())
 
 
 @main.command()

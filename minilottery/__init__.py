@@ -19,15 +19,30 @@ def _choose_blas_kernels():
     here (docs/performance.md). It only takes effect before NumPy is first imported,
     and an OPENBLAS_CORETYPE set by the user always wins.
     """
-    if "numpy" in sys.modules or "OPENBLAS_CORETYPE" in os.environ:
-        return
+    if "numpy" not in sys.modules and avx512_amd():
+        set_environment("OPENBLAS_CORETYPE", "SkylakeX")
+
+
+def avx512_amd():
+    """An AMD CPU with AVX-512 (Zen 4 and later), from /proc/cpuinfo (False where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
             cpuinfo = f.read(1 << 16)
     except OSError:
-        return
-    if "AuthenticAMD" in cpuinfo and " avx512f" in cpuinfo and " avx512vl" in cpuinfo:
-        os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
+        return False
+    return "AuthenticAMD" in cpuinfo and " avx512f" in cpuinfo and " avx512vl" in cpuinfo
+
+
+# Variables minilottery put into its own environment, which a program it starts (the
+# PyTorch peer of bench --compare-torch) must not inherit: they tune minilottery's threads.
+SET_HERE = set()
+
+
+def set_environment(name, value):
+    """os.environ[name] = value unless the user set it; remembered in SET_HERE."""
+    if name not in os.environ:
+        os.environ[name] = value
+        SET_HERE.add(name)
 
 
 _choose_blas_kernels()

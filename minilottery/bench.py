@@ -13,12 +13,13 @@ Densities below 1 install a random mask keeping that fraction of every prunable
 weight, the situation of an IMP round at that Pm. ``sparse`` ("auto", "on", "off",
 see sparse.py) chooses whether Dense layers train at their kept weights only.
 """
+import os
 import statistics
 import time
 
 import numpy as np
 
-from . import datasets, hparams, nets, train
+from . import SET_HERE, datasets, hparams, nets, train
 from .datasets import Dataset
 
 
@@ -140,8 +141,11 @@ def torch_figures(mine, seconds, python, threads, train_images):
            "augment": hp.augment}
     script = Path(__file__).with_name("torch_peer.py")
     try:
+        # without what minilottery set for its own threads: OMP_WAIT_POLICY=PASSIVE made
+        # PyTorch's OpenMP threads sleep between operations, and Lenet 3x slower in PyTorch
+        environment = {k: v for k, v in os.environ.items() if k not in SET_HERE}
         done = subprocess.run([python, str(script)], input=json.dumps(job), capture_output=True, text=True,
-                              timeout=30 * seconds + 300)
+                              timeout=30 * seconds + 300, env=environment)
     except OSError as error:
         return None, f"cannot run {python} ({error}); give --torch-python a Python that has torch"
     except subprocess.TimeoutExpired:
@@ -178,6 +182,16 @@ def describe(results, compared):
             lines.append(f"    {mine['sparse']} / off: train x{mine['train_samples_per_s'] / r['train_samples_per_s']:.2f}, "
                          f"eval x{mine['eval_samples_per_s'] / r['eval_samples_per_s']:.2f}")
     return lines
+
+
+def blas_note():
+    """A line when the environment holds OpenBLAS to other kernels than minilottery would choose."""
+    import minilottery
+    chosen = os.environ.get("OPENBLAS_CORETYPE")
+    if chosen and "OPENBLAS_CORETYPE" not in SET_HERE and minilottery.avx512_amd() and chosen.lower() != "skylakex":
+        return (f"note: OPENBLAS_CORETYPE={chosen} in the environment holds OpenBLAS to those kernels; on this "
+                "CPU minilottery would choose SkylakeX (unset it to let it: docs/performance.md)")
+    return None
 
 
 def rates_line(who, r):

@@ -6,11 +6,11 @@ the tests assert that each pair agrees. With ``NUMBA_DISABLE_JIT=1`` the kernels
 run as ordinary Python, which is slow but still correct. Compiled kernels are
 cached on disk (``cache=True``), so only the first run pays for compilation.
 """
-import os
+from .. import set_environment
 
 # If Numba's threads come from OpenMP, let idle ones sleep instead of spinning:
 # spinning threads steal the two cores from OpenBLAS and made a Lenet step 10x slower.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+set_environment("OMP_WAIT_POLICY", "PASSIVE")
 
 import numba  # noqa: E402  (after the environment variable above)
 
