@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 from . import datasets, lottery, plan, rundir, threads
 from .files import RunFileError
+from .kernels import keep_freed_memory
 from .train import TrainingDiverged, check_batch_size
 
 class RunError(RuntimeError):
@@ -52,7 +53,6 @@ EXPECTED = (ValueError, OSError, TrainingDiverged)
 MAX_POOL_BREAKS = 3
 
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt(3)
 _stop_signalled = False  # a worker process was sent SIGTERM or SIGINT
 _driver_pid = None  # of a local worker process: its driver's
 _busy = False  # a job is running in this process
@@ -74,7 +74,7 @@ def work(root, job, job_threads=None, on_eval=None, data=None):
     experiment = lottery.Experiment.from_config(folder.config(), folder.root / "config.json")
     if job_threads:
         threads.use_cores(job_threads)
-    _undo_malloc_trim()
+    keep_freed_memory()  # again: Dask's nanny starts its workers with MALLOC_TRIM_THRESHOLD_=65536
     data = data or dataset(experiment.hp.dataset, experiment.data_dir)
     report = (lambda trainer: on_eval(job, trainer)) if on_eval else None
     global _busy
@@ -104,21 +104,6 @@ def stop_signalled():
 
 def _orphaned():
     return _driver_pid is not None and os.getppid() != _driver_pid
-
-
-def _undo_malloc_trim():
-    """Dask's nanny starts its workers with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc
-    give every freed block above 64 KiB back to the system and map every new one afresh.
-    A training step allocates and frees its temporaries every iteration, so that cost a
-    Lenet job on a Dask worker about a sixth of its speed: restore glibc's own limits."""
-    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
-        return
-    try:
-        libc = ctypes.CDLL(None)
-        libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
-        libc.mallopt(M_TRIM_THRESHOLD, 64 << 20)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 def dataset(name, data_dir):
