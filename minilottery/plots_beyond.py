@@ -30,7 +30,9 @@ def stability_figure(found, title, path):
         ks = list(found)
         right.plot(ks, [100 * found[k]["instability"] for k in ks], marker="o", color="tab:blue")
         right.axhline(100 * STABLE, color="tab:gray", linestyle=":", label="2%: stable below (the paper)")
-        right.set_xscale("symlog", linthresh=max(min([k for k in ks if k > 0], default=100), 1))
+        linthresh = max(min([k for k in ks if k > 0], default=100), 1)
+        right.set_xscale("symlog", linthresh=linthresh)
+        right.set_xlim(-linthresh / 2, max(max(ks) * 1.6, linthresh))  # room for the points at both ends
         right.set_xlabel("k, the iteration the copies start from")
         right.set_ylabel("instability (percentage points of error)")
         right.set_ylim(bottom=min(0, *(100 * found[k]["instability"] for k in ks)))

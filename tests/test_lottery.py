@@ -274,7 +274,7 @@ def test_controls_take_several_words():
 def test_retraining_keeps_the_trained_weights(tmp_path, mnist, retrain):
     """lr-rewind and finetune start a round from round r − 1's trained ticket, masked."""
     hp = tiny(iterations=40, eval_every=20, milestones=(30,), gamma=0.5)
-    folder = run(tmp_path, mnist, hp, rounds=1, controls=(), retrain=retrain, rewind_iteration=20)
+    folder = run(tmp_path, mnist, hp, rounds=1, controls=(), retrain=retrain, rewind_iteration=20, data_order="trial")
     dense = branch(folder, 0, 0, "ticket").weights("final")
     mask = mask_of(folder, 0, 1, "ticket")
     curve = json.loads((branch(folder, 0, 1, "ticket").path / "curve.json").read_text())
@@ -297,7 +297,8 @@ def test_retraining_keeps_the_trained_weights(tmp_path, mnist, retrain):
 def test_controls_under_lr_rewinding_start_from_theta_0(tmp_path, mnist):
     """Only the ticket (and one-shot) keep trained weights; the controls train from θ₀ from iteration 0."""
     hp = tiny(iterations=40, eval_every=20)
-    folder = run(tmp_path, mnist, hp, rounds=1, controls=("random", "snip"), retrain="lr-rewind", rewind_iteration=20)
+    folder = run(tmp_path, mnist, hp, rounds=1, controls=("random", "snip"), retrain="lr-rewind", rewind_iteration=20,
+                 data_order="trial")  # so that the trainers below draw the same minibatches
     theta_0 = nets.build("lenet", seed=0)
     for control in ("random", "snip"):
         curve = json.loads((branch(folder, 0, 1, control).path / "curve.json").read_text())
