@@ -150,21 +150,28 @@ def test_the_torch_peer_has_every_parameter(name):
     assert count(bench.torch_layers([layer for _, layer in net.layers])) == net.flat_params.size
 
 
-def test_the_torch_peer_computes_the_same_function():
+@pytest.mark.parametrize("name", ["conv2", "resnet18"])
+def test_the_torch_peer_computes_the_same_function(name):
     torch = pytest.importorskip("torch")  # an optional oracle: torch is never a dependency
     import importlib.util
     from minilottery import bench, nets
     spec = importlib.util.spec_from_file_location("torch_peer", Path(bench.__file__).with_name("torch_peer.py"))
     peer = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(peer)
-    net = nets.build("conv2", seed=0, dtype=np.float64)
+    net = nets.build(name, seed=0, dtype=np.float64)
     model = peer.build(bench.torch_layers([layer for _, layer in net.layers]), 1.0, torch.Generator()).double()
-    convs = [m.layer for m in model.modules() if isinstance(m, peer.Masked)]
-    ours = [w for name, w in net.params.items() if name.endswith("weight")]
-    biases = [b for name, b in net.params.items() if name.endswith("bias")]
+    # the peer's parameters in the order of the network's: weight (and bias) of each conv and
+    # dense layer, γ and β of each batch norm
+    theirs = []
+    for module in model.modules():
+        if isinstance(module, peer.Masked):
+            theirs += [module.layer.weight] + ([module.layer.bias] if module.layer.bias is not None else [])
+        elif isinstance(module, torch.nn.BatchNorm2d):
+            theirs += [module.weight, module.bias]
+    assert len(theirs) == len(net.params)
     with torch.no_grad():
-        for layer, weight, bias in zip(convs, ours, biases):
-            layer.weight.copy_(torch.from_numpy(weight.T if weight.ndim == 2 else weight))
-            layer.bias.copy_(torch.from_numpy(bias))
+        for tensor, (key, value) in zip(theirs, net.params.items()):
+            tensor.copy_(torch.from_numpy(value.T if key.endswith("weight") and value.ndim == 2 else value))
+    model.eval()  # batch norm with its running statistics, as minilottery's evaluation
     x = np.random.default_rng(0).random((2, 3, 32, 32))
     np.testing.assert_allclose(model(torch.from_numpy(x)).detach().numpy(), net.forward(x), rtol=1e-9, atol=1e-9)
