@@ -138,9 +138,10 @@ def default_workers(experiment, cores=None, job_threads=None):
     trial); otherwise every core for the one job. Two threads that wait for each other
     lose to two jobs side by side."""
     cores = (cores or threads.WORKERS) // (job_threads or 1)
-    jobs = experiment.jobs()
-    at_once = len(jobs) if jobs and not jobs[0].chained else \
-        experiment.trials * max(len(experiment.branches(r)) for r in range(experiment.rounds + 1))
+    if experiment.transfer_from:  # transferred rounds need nothing of each other
+        at_once = len(experiment.jobs())
+    else:
+        at_once = experiment.trials * max(len(experiment.branches(r)) for r in range(experiment.rounds + 1))
     return max(1, min(cores, at_once))
 
 
