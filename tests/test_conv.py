@@ -6,16 +6,17 @@ from minilottery import conv, gradcheck, nets
 from minilottery.kernels import batchnorm
 from minilottery.kernels import conv as conv_kernels
 from minilottery.kernels import convolution
-from minilottery.kernels import winograd
+from minilottery.kernels import layout, winograd
 from minilottery.layers import Layer
 from twins import assert_twins_agree, run_without_jit
 
 
 # ----------------------------------------------------------------------------- kernels and twins
 
-def kernel_arguments(name, rng, dtype):
-    """Inputs for a kernel, on awkward sizes (H, W not multiples of the tile or the window)."""
-    n, c, k, h, w = 2, 3, 4, 7, 10
+def kernel_arguments(name, rng, dtype, channels=(3, 4)):
+    """Inputs for a kernel, on awkward sizes (H, W not multiples of the tile or the window;
+    ``channels`` (C, K) below, or beyond and not multiples of, layout.py's blocks of 8)."""
+    (c, k), n, h, w = channels, 2, 7, 10
     normal = lambda *shape: rng.standard_normal(shape).astype(dtype)  # noqa: E731
     th, tw = winograd.tile_grid(h, w)
     tiles = n * th * tw
@@ -24,13 +25,17 @@ def kernel_arguments(name, rng, dtype):
     if name == "filter_transform_adjoint":
         return [normal(36, k, c), np.zeros((k, c, 3, 3), dtype)]
     if name == "input_transform":
-        return [normal(n, c, h, w), np.zeros((36, c, tiles), dtype), th, tw]
+        return [normal(n, c, h, w), np.zeros((36, tiles, c), dtype), th, tw]
     if name == "output_transform":
-        return [normal(36, k, tiles), normal(k), np.zeros((n, k, h, w), dtype), th, tw]
+        return [normal(36, tiles, k), normal(k), np.zeros((n, k, h, w), dtype), th, tw]
     if name == "output_transform_adjoint":
-        return [normal(n, k, h, w), np.zeros((36, k, tiles), dtype), np.zeros((n, k), dtype), th, tw]
+        return [normal(n, k, h, w), np.zeros((36, tiles, k), dtype), np.zeros((n, k), dtype), th, tw]
     if name == "input_transform_adjoint":
-        return [normal(36, c, tiles), np.zeros((n, c, h, w), dtype), th, tw]
+        return [normal(36, tiles, c), np.zeros((n, c, h, w), dtype), th, tw]
+    if name == "to_channels_last":
+        return [normal(c, h, w), np.zeros((h + 2, w + 2, c), dtype), 1]
+    if name == "to_planes":
+        return [normal(h + 2, w + 2, k), 1, normal(k), np.zeros((k, h, w), dtype)]
     if name == "im2col":  # 3x3, stride 2, padding 1: output 4 x 5
         return [normal(n, c, h, w), np.zeros((n, c * 9, 4 * 5), dtype), 3, 3, 2, 1]
     if name == "col2im":
@@ -51,7 +56,8 @@ def kernel_arguments(name, rng, dtype):
     raise KeyError(name)
 
 
-TWINS = conv_kernels.TWINS + batchnorm.TWINS + winograd.TWINS
+TWINS = conv_kernels.TWINS + batchnorm.TWINS + winograd.TWINS + layout.TWINS
+CHANNELS_LAST = winograd.TWINS[2:] + layout.TWINS  # the kernels that vectorise across channels
 
 
 @pytest.mark.parametrize("dtype", [np.dtype(np.float32), np.dtype(np.float64)])
@@ -60,6 +66,14 @@ def test_kernel_matches_numpy_twin(fast, reference, dtype):
     name = reference.__name__.removesuffix("_numpy")
     tolerance = 1e-4 if dtype == np.float32 else 1e-11
     assert_twins_agree(fast, reference, lambda: kernel_arguments(name, np.random.default_rng(0), dtype), tolerance)
+
+
+@pytest.mark.parametrize("fast, reference", CHANNELS_LAST, ids=[k.__name__ for k, _ in CHANNELS_LAST])
+def test_channels_last_kernels_match_twins_across_blocks_of_channels(fast, reference):
+    """17 and 9 channels: two full blocks of 8 and a remainder, one block and a remainder."""
+    name = reference.__name__.removesuffix("_numpy")
+    assert_twins_agree(fast, reference, lambda: kernel_arguments(name, np.random.default_rng(1), np.float32, (17, 9)),
+                       1e-4)
 
 
 def test_winograd_matrices_compute_a_3x3_correlation():

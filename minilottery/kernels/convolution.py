@@ -187,15 +187,15 @@ class Winograd:
         out_channels = w.shape[0]
         tiles_h, tiles_w, chunk = self._chunks(x, w)
         self.U_of = None  # w may have changed since the last step: transform it afresh
-        U = self._filters(w)
+        U_T = self._filters(w).transpose(0, 2, 1)  # (36, C, K)
         y = np.empty((n_images, out_channels, height, width), x.dtype)
 
         def work(worker, images):
             tiles = (images.stop - images.start) * tiles_h * tiles_w
-            V = self.scratch(f"V{worker}", (36, channels, tiles), x.dtype)          # B^T d B per tile
-            M = self.scratch(f"M{worker}", (36, out_channels, tiles), x.dtype)
+            V = self.scratch(f"V{worker}", (36, tiles, channels), x.dtype)          # B^T d B per tile
+            M = self.scratch(f"M{worker}", (36, tiles, out_channels), x.dtype)
             winograd.input_transform(x[images], V, tiles_h, tiles_w)
-            np.matmul(U, V, out=M)                                                  # M_ξ = U_ξ V_ξ
+            np.matmul(V, U_T, out=M)                                                # M_ξ = V_ξ U_ξ^T
             winograd.output_transform(M, b, y[images], tiles_h, tiles_w)           # A^T M A + b
 
         threads.run_chunks(n_images, chunk, work)
@@ -208,26 +208,25 @@ class Winograd:
         out_channels = w.shape[0]
         tiles_h, tiles_w, chunk = self._chunks(x, w)
         U = self._filters(w)
-        U_T = U.transpose(0, 2, 1)  # (36, C, K)
         dU_parts = {}  # worker -> its running sum of dU over its chunks (36, K, C)
         bias_partial = np.empty((n_images, out_channels), x.dtype)
         dx = np.empty_like(x) if need_dx else None
 
         def work(worker, images):
             tiles = (images.stop - images.start) * tiles_h * tiles_w
-            V = self.scratch(f"V{worker}", (36, channels, tiles), x.dtype)
-            dM = self.scratch(f"M{worker}", (36, out_channels, tiles), x.dtype)
+            V = self.scratch(f"V{worker}", (36, tiles, channels), x.dtype)
+            dM = self.scratch(f"M{worker}", (36, tiles, out_channels), x.dtype)
             winograd.input_transform(x[images], V, tiles_h, tiles_w)  # recomputed: cheaper than keeping V
             winograd.output_transform_adjoint(dy[images], dM, bias_partial[images], tiles_h, tiles_w)
+            dM_T = dM.transpose(0, 2, 1)                              # (36, K, tiles)
             if worker in dU_parts:
                 dU_chunk = self.scratch(f"dU_chunk{worker}", U.shape, x.dtype)
-                np.matmul(dM, V.transpose(0, 2, 1), out=dU_chunk)     # dU_ξ = dM_ξ V_ξ^T
+                np.matmul(dM_T, V, out=dU_chunk)                      # dU_ξ = dM_ξ^T V_ξ
                 dU_parts[worker] += dU_chunk
             else:  # the worker's first chunk writes its sum directly
-                dU_parts[worker] = np.matmul(dM, V.transpose(0, 2, 1), out=self.scratch(f"dU{worker}", U.shape,
-                                                                                        x.dtype))
+                dU_parts[worker] = np.matmul(dM_T, V, out=self.scratch(f"dU{worker}", U.shape, x.dtype))
             if need_dx:
-                np.matmul(U_T, dM, out=V)                             # dV_ξ = U_ξ^T dM_ξ
+                np.matmul(dM, U, out=V)                               # dV_ξ = dM_ξ U_ξ
                 winograd.input_transform_adjoint(V, dx[images], tiles_h, tiles_w)
 
         threads.run_chunks(n_images, chunk, work)
