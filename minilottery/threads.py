@@ -145,13 +145,19 @@ SPLIT_MACS = 1 << 21
 
 def matmul(a, b, out=None):
     """a @ b (2-D), written to ``out`` if given. Inside pool_owns_cores() a large product
-    is split by rows of a over the pool; elsewhere OpenBLAS threads it as it likes."""
+    is split over the pool, by rows of a or by columns of b, whichever is the larger
+    operand, so that each thread reads only its share of it (a fully connected layer's
+    W is read once, not once per thread); elsewhere OpenBLAS threads it as it likes."""
     if out is None:
         out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
-    rows = a.shape[0]
-    if not _pool_owns_cores or WORKERS == 1 or rows < 2 * WORKERS or a.size * b.shape[1] < SPLIT_MACS:
+    by_rows = a.size >= b.size
+    parts = a.shape[0] if by_rows else b.shape[1]
+    if not _pool_owns_cores or WORKERS == 1 or parts < 2 * WORKERS or a.size * b.shape[1] < SPLIT_MACS:
         return np.matmul(a, b, out=out)
-    run_chunks(rows, -(-rows // WORKERS), lambda worker, part: np.matmul(a[part], b, out=out[part]))
+    if by_rows:
+        run_chunks(parts, -(-parts // WORKERS), lambda worker, rows: np.matmul(a[rows], b, out=out[rows]))
+    else:
+        run_chunks(parts, -(-parts // WORKERS), lambda worker, cols: np.matmul(a, b[:, cols], out=out[:, cols]))
     return out
 
 
