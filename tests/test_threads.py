@@ -21,14 +21,14 @@ def always_split(monkeypatch):
     return chunks
 
 
-def test_matmul_splits_rows_inside_the_pool(always_split, rng):
-    a, b = rng.standard_normal((9, 5)), rng.standard_normal((5, 4))
+def test_matmul_splits_the_larger_operand_inside_the_pool(always_split, rng):
+    a, b = rng.standard_normal((9, 5)), rng.standard_normal((5, 4))  # a is the larger: its 9 rows split
     assert np.array_equal(threads.matmul(a, b), a @ b) and not always_split  # outside: plain NumPy
     with threads.pool_owns_cores():
         out = np.full((9, 4), np.nan)
         threads.matmul(a, b, out=out)
-        transposed = threads.matmul(b.T, a.T)  # a strided view, as Dense's x.T @ dy
-    assert always_split == [(9, 5), (4, 2)]
+        transposed = threads.matmul(b.T, a.T)  # strided views; a.T is the larger: its 9 columns split
+    assert always_split == [(9, 5), (9, 5)]
     np.testing.assert_allclose(out, a @ b, rtol=1e-12)
     np.testing.assert_allclose(transposed, b.T @ a.T, rtol=1e-12)
 
