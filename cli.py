@@ -89,7 +89,7 @@ def bench(net, densities, seconds, as_json, sparse, compare, compare_torch, torc
     networks), and prints the median with the slowest and fastest block.
     """
     from minilottery import bench as benchmark
-    from minilottery import threads
+    from minilottery import calibration, threads
     values = [float(d) for d in densities.split(",")]
     if any(not 0 < d <= 1 for d in values) or seconds <= 0:
         raise ValueError("densities must be in (0, 1] and --seconds positive")
@@ -109,6 +109,10 @@ def bench(net, densities, seconds, as_json, sparse, compare, compare_torch, torc
         click.echo(json.dumps(results[0] if len(results) == 1 else results))
         return
     click.echo("\n".join(benchmark.describe(results, compared=len(modes) == 2)))
+    if sparse == "auto" and min(values) < calibration.ASK_BELOW:
+        measured = calibration.thresholds()
+        click.echo(f"sparse thresholds: train below density {measured.train:.3f}, evaluate below "
+                   f"{measured.evaluation:.3f} ({measured.source})")
     if benchmark.blas_note():
         click.echo(benchmark.blas_note())
 

@@ -106,7 +106,7 @@ class Network:
 
     def set_sparse(self, mode):
         """Train Dense layers at their kept weights only: "on", "off", or "auto" (below
-        sparse.DENSITY_THRESHOLD). Rebuilds the index of kept weights for the current
+        the threshold calibration.py measures). Rebuilds the index of kept weights for the current
         mask; ``sparse_update`` tells the optimizer which positions to walk (None: all)."""
         from . import sparse
         self.sparse = mode

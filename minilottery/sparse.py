@@ -5,7 +5,8 @@ are sparse, but they are "not optimized for modern libraries or hardware" — tr
 as a dense W times a mask m, a ticket at Pm = 5% costs as much as the dense network.
 
 Within an IMP round m is fixed. So once per mask (``Network.set_mask``) every Dense
-layer below ``DENSITY_THRESHOLD`` (under ``sparse="auto"``; every layer under "on")
+layer below the training threshold (under ``sparse="auto"``, measured by calibration.py;
+every layer under "on")
 gets a ``SparseDense``: the positions of its kept weights K = {(i, j) : m[i, j] = 1},
 indexed by column and by row. From then on a training step touches only K:
 
@@ -24,7 +25,7 @@ then ignores). Only the optimizer keeps a compact copy: its moments at K
 """
 import numpy as np
 
-from . import threads
+from . import calibration, threads
 from .kernels import core, single_threaded
 from .kernels import sparse as kernels
 from .layers import Dense
@@ -32,16 +33,12 @@ from .layers import Dense
 MODES = ("auto", "on", "off")
 
 # A Dense layer is trained sparse under "auto" when its density (kept / all weights) is
-# below DENSITY_THRESHOLD; evaluation batches (train=False, more than one tile) use the
-# sparse kernel only below EVALUATION_DENSITY_THRESHOLD and otherwise BLAS on the
-# masked W (exactly 0 at pruned entries: the same numbers). Measured on Lenet, every
-# layer at one density (docs/performance-sparse.md): our kernels, on one thread, train
-# at 186K samples/s at density 0.1 and 127K at 0.15, and evaluate at 870K at 0.05 and
-# 590K at 0.07; the dense path on two idle cores with OpenBLAS's AVX-512 kernels (the
-# default on AVX-512 CPUs) trains at 148K and evaluates at 648K. The break-even points,
-# 0.13 and 0.065, less a margin for noise:
-DENSITY_THRESHOLD = 0.12
-EVALUATION_DENSITY_THRESHOLD = 0.06
+# below the training threshold; evaluation batches (train=False, more than one tile) use
+# the sparse kernel only below the evaluation threshold and otherwise BLAS on the masked
+# W (exactly 0 at pruned entries: the same numbers). Both are measured on the machine
+# by calibration.py, once, and cached: where BLAS and these kernels break even depends
+# on the BLAS, its kernels and the cores it runs on. (On the Zen 5 machine of
+# docs/performance-sparse.md they were 0.13 and 0.065, on two idle cores.)
 
 # The optimizer walks a sparse layer's kept positions only below this density; above
 # it, the layer's slice is updated as one masked dense span. Walking kept positions
@@ -115,10 +112,18 @@ class SparseUpdate:
         self.kept = np.asarray(kept, np.int64)                   # (|K| over sparse layers,)
 
 
-def use_sparse(mode, density):
+def use_sparse(mode, density, train_threshold=0.0):
     if mode not in MODES:
         raise ValueError(f"unknown sparse mode {mode!r}; choose auto, on or off")
-    return mode == "on" or (mode == "auto" and density < DENSITY_THRESHOLD)
+    return mode == "on" or (mode == "auto" and density < train_threshold)
+
+
+def thresholds(net, mode):
+    """(train, evaluation) thresholds for ``mode``; measured only when "auto" meets a sparse mask."""
+    densities = [float(net.masks[f"{name}.weight"].mean()) for name, leaf in net.leaves if isinstance(leaf, Dense)]
+    if mode != "auto" or not densities or min(densities) >= calibration.ASK_BELOW:
+        return 0.0, 0.0  # nothing here is sparse enough to be worth asking
+    return calibration.thresholds()[:2]
 
 
 def compress(net, mode):
@@ -128,14 +133,15 @@ def compress(net, mode):
     usual dense masked pass (no layer is sparse enough for walking kept positions).
     """
     dense_spans, kept, cursor = [], [], 0
+    train_threshold, evaluation_threshold = thresholds(net, mode)
     for leaf_name, leaf in net.leaves:
         if not isinstance(leaf, Dense):
             continue
         name = f"{leaf_name}.weight"
         mask = net.masks[name]
         density = float(mask.mean())
-        blas_evaluation = mode == "auto" and density >= EVALUATION_DENSITY_THRESHOLD
-        leaf.sparse = SparseDense(leaf, mask, blas_evaluation) if use_sparse(mode, density) else None
+        blas_evaluation = mode == "auto" and density >= evaluation_threshold
+        leaf.sparse = SparseDense(leaf, mask, blas_evaluation) if use_sparse(mode, density, train_threshold) else None
         if leaf.sparse is not None and density < OPTIMIZER_DENSITY_THRESHOLD:
             span = net.slices[name]
             dense_spans.append((cursor, span.start))

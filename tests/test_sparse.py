@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-from minilottery import bench, gradcheck, hparams, nets, optim, sparse, train
+from minilottery import bench, calibration, gradcheck, hparams, nets, optim, sparse, train
 from minilottery.kernels import FLUSH_BELOW, single_threaded
 from minilottery.kernels import sparse as kernels
 from minilottery.layers import Dense
@@ -130,7 +130,8 @@ def test_a_wrong_sparse_gradient_fails_the_check(rng, monkeypatch):
 def test_auto_picks_sparse_below_the_threshold_and_set_mask_rebuilds():
     net = nets.build("lenet", seed=0)                     # sparse="auto"
     assert net.sparse_update is None                      # dense network: dense path
-    mask = bench.random_mask(net, sparse.EVALUATION_DENSITY_THRESHOLD / 2)
+    train_threshold, evaluation_threshold, _ = calibration.thresholds()  # fixed in conftest.py
+    mask = bench.random_mask(net, evaluation_threshold / 2)
     mask["fc3.weight"][...] = 1                           # one layer above the threshold
     net.set_mask(mask)
     layers = dict(net.layers)
@@ -139,7 +140,7 @@ def test_auto_picks_sparse_below_the_threshold_and_set_mask_rebuilds():
     fc3 = net.slices["fc3.weight"]
     assert any(start <= fc3.start and fc3.stop <= stop for start, stop in net.sparse_update.spans)
     assert not layers["fc1"].sparse.blas_evaluation
-    between = (sparse.EVALUATION_DENSITY_THRESHOLD + sparse.DENSITY_THRESHOLD) / 2
+    between = (evaluation_threshold + train_threshold) / 2
     net.set_mask(bench.random_mask(net, between))
     assert layers["fc1"].sparse is not None and layers["fc1"].sparse.blas_evaluation
     net.set_mask(bench.random_mask(net, 0.9))

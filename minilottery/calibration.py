@@ -1,0 +1,177 @@
+"""Where a Dense layer becomes cheaper sparse: measured on this machine, once, and cached.
+
+sparse.py trains a Dense layer at its kept weights only when the layer's density is
+below a threshold, and evaluates it with the sparse kernel below a second, lower one.
+Where the sparse kernels overtake BLAS depends on the BLAS NumPy loaded and the
+kernels it chose (OpenBLAS's Haswell or SkylakeX), on how many cores it may use, and
+on the CPU, so the thresholds are measured rather than assumed. At the first sparse
+enough mask, ``thresholds()`` times Lenet (784-300-100-10, the paper's batch of 60)
+with every layer at each density of ``GRID``, through the dense path and through the
+sparse kernels, one training step and one evaluation batch of 1,000 at a time, and
+takes the density at which the two cost the same (linear between grid points), less
+a margin for noise. That takes about a second.
+
+The result is kept in a small JSON file, ``sparse-thresholds.json`` in minilottery's
+cache folder (``$MINILOTTERY_CACHE``, else ``$XDG_CACHE_HOME/minilottery``, else
+``~/.cache/minilottery``), under a signature of the machine: CPU, NumPy, BLAS and its
+kernels, cores in use. A later process with the same signature reads it; another
+machine, another BLAS or another core count measures afresh. Delete the file to
+measure again; set ``MINILOTTERY_SPARSE_THRESHOLDS=TRAIN,EVALUATION`` (for instance
+0.12,0.06) to fix both instead, as the tests do.
+"""
+import datetime
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from . import files, threads
+
+GRID = (0.02, 0.04, 0.07, 0.1, 0.14, 0.2, 0.28, 0.4)  # densities timed, every layer at one density
+MARGIN = 0.9  # the thresholds sit this fraction of the way to the measured break-even
+ASK_BELOW = 0.5  # sparse.compress asks only when some layer is sparser than this
+ENVIRONMENT = "MINILOTTERY_SPARSE_THRESHOLDS"
+CACHE_FILE = "sparse-thresholds.json"
+
+
+class Thresholds(NamedTuple):
+    train: float       # train a layer sparse below this density
+    evaluation: float  # evaluate it with the sparse kernel below this one (else BLAS on the masked W)
+    source: str = ""   # where they came from, for bench's report
+
+
+_known = {}  # signature -> Thresholds, for this process
+
+
+def cache_folder():
+    if os.environ.get("MINILOTTERY_CACHE"):
+        return Path(os.environ["MINILOTTERY_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "minilottery"
+
+
+def signature():
+    """What the break-even depends on: the CPU, NumPy and its BLAS, the BLAS kernels, the cores."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        blas = f"{blas.get('name')} {blas.get('version')}"
+    except (KeyError, TypeError, AttributeError):
+        blas = "unknown BLAS"
+    kernels = os.environ.get("OPENBLAS_CORETYPE", "chosen by OpenBLAS")
+    return f"{cpu} | numpy {np.__version__} | {blas} | kernels {kernels} | cores {threads.WORKERS}"
+
+
+def fixed(text):
+    """Thresholds from MINILOTTERY_SPARSE_THRESHOLDS=TRAIN,EVALUATION."""
+    try:
+        train, evaluation = (float(part) for part in text.split(","))
+    except ValueError:
+        train = evaluation = -1.0
+    if not (0 <= train <= 1 and 0 <= evaluation <= 1):
+        raise ValueError(f"{ENVIRONMENT}={text!r}: give two densities between 0 and 1, for training and "
+                         f"evaluation, e.g. {ENVIRONMENT}=0.12,0.06, or unset it to measure them")
+    return Thresholds(train, evaluation, f"fixed by {ENVIRONMENT}")
+
+
+def thresholds():
+    """The (train, evaluation) thresholds for this machine: fixed, cached or measured now."""
+    if os.environ.get(ENVIRONMENT):
+        return fixed(os.environ[ENVIRONMENT])
+    key = signature()
+    if key not in _known:
+        _known[key] = _cached(key) or _measure_and_keep(key)
+    return _known[key]
+
+
+def _cached(key):
+    path = cache_folder() / CACHE_FILE
+    try:
+        entry = files.read_json(path)[key]
+        return Thresholds(float(entry["train"]), float(entry["evaluation"]),
+                          f"measured {entry['measured']}, cached in {path}")
+    except (files.RunFileError, OSError, KeyError, TypeError, ValueError, AttributeError):
+        return None  # no file, no entry for this machine, or a damaged file: measure afresh
+
+
+def _measure_and_keep(key):
+    measured = calibrate()
+    path = cache_folder() / CACHE_FILE
+    try:
+        entries = files.read_json(path)
+        entries = entries if isinstance(entries, dict) else {}
+    except (files.RunFileError, OSError):
+        entries = {}
+    entries[key] = measured
+    try:
+        files.write_json(path, entries)
+        where = f"cached in {path}"
+    except (files.RunFileError, OSError):
+        where = f"not cached: {path} is not writable"  # measured again by the next process
+    return Thresholds(measured["train"], measured["evaluation"], f"measured {measured['measured']}, {where}")
+
+
+def break_even(densities, sparse_seconds, dense_seconds):
+    """MARGIN times the density where sparse costs what dense does, linear between grid points;
+    0 if sparse is slower already at the sparsest, the densest if it is faster at every one."""
+    previous = None
+    for density, sparse_time, dense_time in zip(densities, sparse_seconds, dense_seconds):
+        ratio = sparse_time / dense_time
+        if ratio >= 1:
+            if previous is None:
+                return 0.0
+            low, low_ratio = previous
+            return MARGIN * (low + (1 - low_ratio) * (density - low) / (ratio - low_ratio))
+        previous = (density, ratio)
+    return float(densities[-1])
+
+
+def median_seconds(work, calls, repeats=5):
+    """The median over ``repeats`` of the seconds per call of ``calls`` calls, after one call to warm up."""
+    work()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            work()
+        times.append((time.perf_counter() - start) / calls)
+    return statistics.median(times)
+
+
+def calibrate(grid=GRID, steps=10):
+    """Time Lenet dense and sparse at every density of ``grid``: a dict with both thresholds."""
+    from . import nets, optim
+    from .losses import softmax_cross_entropy
+    rng = np.random.default_rng(0)
+    x, labels = rng.random((60, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 60)
+    x_eval = rng.random((1000, 1, 28, 28), dtype=np.float32)
+    net = nets.build("lenet", seed=0, sparse="off")
+    optimizer = optim.Adam(net)
+
+    def train_step():
+        _, dlogits = softmax_cross_entropy(net.forward(x, train=True), labels)
+        net.backward(dlogits)
+        optimizer.step(1e-3)
+
+    seconds = {("train", mode): [] for mode in ("on", "off")}
+    seconds.update({("evaluation", mode): [] for mode in ("on", "off")})
+    for density in grid:
+        net.set_mask({name: (rng.random(mask.shape) < density).astype(net.dtype) for name, mask in net.masks.items()})
+        for mode in ("on", "off"):  # "on": the sparse kernels for training and evaluation alike
+            net.set_sparse(mode)
+            seconds["train", mode].append(median_seconds(train_step, steps))
+            seconds["evaluation", mode].append(median_seconds(lambda: net.forward(x_eval), 2))
+    return {"train": break_even(grid, seconds["train", "on"], seconds["train", "off"]),
+            "evaluation": break_even(grid, seconds["evaluation", "on"], seconds["evaluation", "off"]),
+            "measured": datetime.date.today().isoformat(), "densities": list(grid),
+            "seconds": {f"{kind} {'sparse' if mode == 'on' else 'dense'}": values
+                        for (kind, mode), values in seconds.items()}}

@@ -1,0 +1,81 @@
+"""calibration.py: the sparse thresholds are measured on the machine, cached by its signature, or fixed."""
+import json
+
+import pytest
+
+from minilottery import bench, calibration, nets, threads
+
+
+@pytest.fixture
+def measuring(monkeypatch, tmp_path):
+    """Thresholds not fixed, the cache in tmp_path, and calibrate() replaced by a counted stand-in."""
+    monkeypatch.delenv(calibration.ENVIRONMENT, raising=False)
+    monkeypatch.setenv("MINILOTTERY_CACHE", str(tmp_path))
+    monkeypatch.setattr(calibration, "_known", {})
+    calls = []
+
+    def fake_calibrate():
+        calls.append(threads.WORKERS)
+        return {"train": 0.25, "evaluation": 0.125, "measured": "2026-12-02"}
+
+    monkeypatch.setattr(calibration, "calibrate", fake_calibrate)
+    return calls
+
+
+def test_break_even_interpolates_where_sparse_costs_what_dense_does():
+    densities = [0.1, 0.2, 0.4]
+    # sparse/dense = 0.5 at 0.1, 0.75 at 0.2, 1.25 at 0.4: equal at 0.3
+    assert calibration.break_even(densities, [1, 1.5, 2.5], [2, 2, 2]) == pytest.approx(calibration.MARGIN * 0.3)
+    assert calibration.break_even(densities, [3, 3, 3], [2, 2, 2]) == 0.0         # slower everywhere
+    assert calibration.break_even(densities, [1, 1, 1], [2, 2, 2]) == 0.4         # faster everywhere
+
+
+def test_measured_once_then_read_from_the_cache_by_machine(measuring, tmp_path, monkeypatch):
+    first = calibration.thresholds()
+    assert (first.train, first.evaluation) == (0.25, 0.125) and measuring == [threads.WORKERS]
+    cached = json.loads((tmp_path / calibration.CACHE_FILE).read_text())
+    assert list(cached) == [calibration.signature()]
+    monkeypatch.setattr(calibration, "_known", {})  # a new process: reads the file, measures nothing
+    again = calibration.thresholds()
+    assert (again.train, again.evaluation) == (0.25, 0.125) and len(measuring) == 1 and "cached" in again.source
+    monkeypatch.setattr(threads, "WORKERS", threads.WORKERS + 1)  # another core count: measured afresh
+    calibration.thresholds()
+    assert len(measuring) == 2 and len(json.loads((tmp_path / calibration.CACHE_FILE).read_text())) == 2
+
+
+def test_a_damaged_or_unwritable_cache_is_measured_again_without_failing(measuring, tmp_path, monkeypatch):
+    (tmp_path / calibration.CACHE_FILE).write_text("{not json")
+    assert calibration.thresholds().train == 0.25 and len(measuring) == 1
+    assert json.loads((tmp_path / calibration.CACHE_FILE).read_text())  # replaced by a whole file
+    monkeypatch.setattr(calibration, "_known", {})
+    monkeypatch.setenv("MINILOTTERY_CACHE", str(tmp_path / calibration.CACHE_FILE / "below-a-file"))
+    result = calibration.thresholds()
+    assert result.train == 0.25 and "not cached" in result.source and len(measuring) == 2
+
+
+def test_fixed_thresholds_and_a_clear_error_for_bad_ones(monkeypatch):
+    monkeypatch.setenv(calibration.ENVIRONMENT, "0.3,0.1")
+    assert calibration.thresholds()[:2] == (0.3, 0.1)
+    for bad in ("0.3", "high,low", "0.3,2"):
+        monkeypatch.setenv(calibration.ENVIRONMENT, bad)
+        with pytest.raises(ValueError, match="two densities between 0 and 1"):
+            calibration.thresholds()
+
+
+def test_the_network_follows_the_measured_thresholds(measuring):
+    net = nets.build("lenet", seed=0)
+    assert measuring == []  # a dense network never asks
+    net.set_mask(bench.random_mask(net, 0.2))  # below 0.25: trained sparse; above 0.125: BLAS evaluation
+    layers = dict(net.layers)
+    assert measuring and all(layers[name].sparse is not None for name in ("fc1", "fc2", "fc3"))
+    assert layers["fc1"].sparse.blas_evaluation
+    net.set_mask(bench.random_mask(net, 0.3))
+    assert layers["fc1"].sparse is None
+
+
+def test_a_real_calibration_finds_sparse_faster_at_two_percent():
+    measured = calibration.calibrate(grid=(0.02, 0.5), steps=3)
+    seconds = measured["seconds"]
+    assert seconds["train sparse"][0] < seconds["train dense"][0]  # 2% of Lenet's weights: several times less work
+    assert seconds["evaluation sparse"][0] < seconds["evaluation dense"][0]
+    assert 0.02 <= measured["train"] <= 0.5 and 0.0 <= measured["evaluation"] <= 0.5
