@@ -8,8 +8,9 @@ on the CPU, so the thresholds are measured rather than assumed. At the first spa
 enough mask, ``thresholds()`` times Lenet (784-300-100-10, the paper's batch of 60)
 with every layer at each density of ``GRID``, through the dense path and through the
 sparse kernels, one training step and one evaluation batch of 1,000 at a time, and
-takes the density at which the two cost the same (linear between grid points), less
-a margin for noise. That takes about a second.
+takes the density at which the two cost the same (a straight line through the sparse
+timings against the dense path's median), less a margin for noise. That takes about
+two seconds.
 
 The result is kept in a small JSON file, ``sparse-thresholds.json`` in minilottery's
 cache folder (``$MINILOTTERY_CACHE``, else ``$XDG_CACHE_HOME/minilottery``, else
@@ -121,22 +122,20 @@ def _measure_and_keep(key):
 
 
 def break_even(densities, sparse_seconds, dense_seconds):
-    """MARGIN times the density where sparse costs what dense does, linear between grid points;
-    0 if sparse is slower already at the sparsest, the densest if it is faster at every one."""
-    previous = None
-    for density, sparse_time, dense_time in zip(densities, sparse_seconds, dense_seconds):
-        ratio = sparse_time / dense_time
-        if ratio >= 1:
-            if previous is None:
-                return 0.0
-            low, low_ratio = previous
-            return MARGIN * (low + (1 - low_ratio) * (density - low) / (ratio - low_ratio))
-        previous = (density, ratio)
-    return float(densities[-1])
+    """MARGIN times the density at which a straight line through the sparse timings (the
+    sparse kernels' work grows with the kept weights) meets the dense path's median cost,
+    which does not depend on density; between 0 and the densest of ``densities``.
+    A line through all points is steadier than the first crossing on a noisy machine."""
+    slope, intercept = np.polyfit(densities, sparse_seconds, 1)
+    dense = statistics.median(dense_seconds)
+    if slope <= 0:
+        return float(densities[-1]) if intercept < dense else 0.0
+    return float(np.clip(MARGIN * (dense - intercept) / slope, 0.0, densities[-1]))
 
 
-def median_seconds(work, calls, repeats=5):
-    """The median over ``repeats`` of the seconds per call of ``calls`` calls, after one call to warm up."""
+def fastest_seconds(work, calls, repeats=5):
+    """The fewest seconds per call over ``repeats`` runs of ``calls`` calls, after one call to warm
+    up: on a shared machine other processes only ever add time, so the fastest run is the steadiest."""
     work()
     times = []
     for _ in range(repeats):
@@ -144,7 +143,7 @@ def median_seconds(work, calls, repeats=5):
         for _ in range(calls):
             work()
         times.append((time.perf_counter() - start) / calls)
-    return statistics.median(times)
+    return min(times)
 
 
 def calibrate(grid=GRID, steps=10):
@@ -168,8 +167,8 @@ def calibrate(grid=GRID, steps=10):
         net.set_mask({name: (rng.random(mask.shape) < density).astype(net.dtype) for name, mask in net.masks.items()})
         for mode in ("on", "off"):  # "on": the sparse kernels for training and evaluation alike
             net.set_sparse(mode)
-            seconds["train", mode].append(median_seconds(train_step, steps))
-            seconds["evaluation", mode].append(median_seconds(lambda: net.forward(x_eval), 2))
+            seconds["train", mode].append(fastest_seconds(train_step, steps))
+            seconds["evaluation", mode].append(fastest_seconds(lambda: net.forward(x_eval), 3))
     return {"train": break_even(grid, seconds["train", "on"], seconds["train", "off"]),
             "evaluation": break_even(grid, seconds["evaluation", "on"], seconds["evaluation", "off"]),
             "measured": datetime.date.today().isoformat(), "densities": list(grid),

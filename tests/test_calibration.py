@@ -22,12 +22,14 @@ def measuring(monkeypatch, tmp_path):
     return calls
 
 
-def test_break_even_interpolates_where_sparse_costs_what_dense_does():
+def test_break_even_is_where_a_line_through_the_sparse_costs_meets_dense():
     densities = [0.1, 0.2, 0.4]
-    # sparse/dense = 0.5 at 0.1, 0.75 at 0.2, 1.25 at 0.4: equal at 0.3
+    # sparse costs 0.5 + 5 density, dense 2 (its median): equal at 0.3
     assert calibration.break_even(densities, [1, 1.5, 2.5], [2, 2, 2]) == pytest.approx(calibration.MARGIN * 0.3)
     assert calibration.break_even(densities, [3, 3, 3], [2, 2, 2]) == 0.0         # slower everywhere
     assert calibration.break_even(densities, [1, 1, 1], [2, 2, 2]) == 0.4         # faster everywhere
+    # one slow dense timing does not move it: the dense path's median
+    assert calibration.break_even(densities, [1, 1.5, 2.5], [2, 2, 9]) == pytest.approx(calibration.MARGIN * 0.3)
 
 
 def test_measured_once_then_read_from_the_cache_by_machine(measuring, tmp_path, monkeypatch):
