@@ -32,10 +32,10 @@ def kernel_arguments(name, rng, dtype, channels=(3, 4)):
         return [normal(n, k, h, w), np.zeros((36, tiles, k), dtype), np.zeros((n, k), dtype), th, tw]
     if name == "input_transform_adjoint":
         return [normal(36, tiles, c), np.zeros((n, c, h, w), dtype), th, tw]
-    if name == "to_channels_last":
-        return [normal(c, h, w), np.zeros((h + 2, w + 2, c), dtype), 1]
-    if name == "to_planes":
-        return [normal(h + 2, w + 2, k), 1, normal(k), np.zeros((k, h, w), dtype)]
+    if name == "to_tile_columns":  # with the padding of 1, as the input transform: span = TW + 1
+        return [normal(c, h, w), np.zeros((h + 2, 4 * (tw + 1) * c), dtype), 1, tw + 1]
+    if name == "from_tile_columns":
+        return [normal(h + 2, 4 * (tw + 1) * k), 1, tw + 1, normal(k), np.zeros((k, h, w), dtype)]
     if name == "im2col":  # 3x3, stride 2, padding 1: output 4 x 5
         return [normal(n, c, h, w), np.zeros((n, c * 9, 4 * 5), dtype), 3, 3, 2, 1]
     if name == "col2im":
@@ -68,11 +68,14 @@ def test_kernel_matches_numpy_twin(fast, reference, dtype):
     assert_twins_agree(fast, reference, lambda: kernel_arguments(name, np.random.default_rng(0), dtype), tolerance)
 
 
+@pytest.mark.parametrize("channels", [(17, 9), (100, 90)])
 @pytest.mark.parametrize("fast, reference", CHANNELS_LAST, ids=[k.__name__ for k, _ in CHANNELS_LAST])
-def test_channels_last_kernels_match_twins_across_blocks_of_channels(fast, reference):
-    """17 and 9 channels: two full blocks of 8 and a remainder, one block and a remainder."""
+def test_channels_last_kernels_match_twins_across_blocks_of_channels(fast, reference, channels):
+    """17 and 9 channels: two full blocks of 8 and a remainder, one block and a remainder;
+    100 and 90: segments of winograd.SEGMENT // C = 2 tiles, the last of the 3 across cut short."""
     name = reference.__name__.removesuffix("_numpy")
-    assert_twins_agree(fast, reference, lambda: kernel_arguments(name, np.random.default_rng(1), np.float32, (17, 9)),
+    assert winograd.SEGMENT // 100 == 2 and winograd.tile_grid(7, 10)[1] == 3
+    assert_twins_agree(fast, reference, lambda: kernel_arguments(name, np.random.default_rng(1), np.float32, channels),
                        1e-4)
 
 

@@ -10,17 +10,17 @@ with the constant matrices below. Summed over input channels, the element-wise
 product becomes 36 independent matrix products, one per position ξ of the 6x6
 transformed tile:
 
-    M_ξ = U_ξ V_ξ,   U_ξ: (K, C) transformed filters,   V_ξ: (C, T) transformed tiles
+    M_ξ = V_ξ U_ξ^T,   U_ξ: (K, C) transformed filters,   V_ξ: (T, C) transformed tiles
 
 which cost 36 multiply-adds per tile and channel pair instead of 16 * 9 = 144 for the
 direct convolution: 4x fewer, done by BLAS. Because the whole computation is linear,
 its gradient runs the same transforms transposed (the adjoint), which is what the
 backward pass does:
 
-    dM = A dY A^T     dU_ξ = dM_ξ V_ξ^T    dg = G^T dU G
-                      dV_ξ = U_ξ^T dM_ξ    dd = B dV B^T (tiles overlap, so dd adds up)
+    dM = A dY A^T     dU_ξ = dM_ξ^T V_ξ    dg = G^T dU G
+                      dV_ξ = dM_ξ U_ξ      dd = B dV B^T (tiles overlap, so dd adds up)
 
-Layouts: x (N, C, H, W); V (36, C, T) and M (36, K, T) with the tile index
+Layouts: x (N, C, H, W); V (36, T, C) and M (36, T, K) with the tile index
 t = (n * TH + th) * TW + tw over a TH x TW grid of 4x4 output tiles. Tile (th, tw)
 reads input rows 4th-1 .. 4th+4 (the "same" padding of 1); pixels outside the
 image read as 0, and outputs beyond H or W are dropped, so H and W need not be
@@ -149,40 +149,52 @@ def filter_transform_adjoint(dU, dg):
 
 
 # ----------------------------------------------------------------------------- activations (Numba)
-# The activation kernels vectorise across channels. Each works through its images one
-# at a time: the image's (C, H, W) planes are first laid out channels-last, (H, W, C),
-# by layout.py's blocked transposition, so that every pixel of a 6x6 tile is a
-# contiguous vector of C values; each 1-D transform below then runs as one loop over
-# channels, which LLVM turns into wide vector instructions. V and M hold a tile's
-# channels contiguously too: V (36, T, C), M (36, T, K), so the 36 products are
-# M_ξ = V_ξ U_ξ^T, the same products with their operands transposed.
-# (Transforming one (image, channel) plane at a time, with loops over its few tiles,
-# ran 2-11 ns per pixel and channel, the most on 8x8 maps; this runs ~1.)
+# The activation kernels vectorise across channels and across a whole row of tiles.
+# Each works through its images one at a time: the image's (C, H, W) planes are first
+# laid out channels-last by layout.py, with the columns grouped by their place in a
+# tile (column p = 4u + g goes to group g, slot u), so that for every place g the
+# pixels of one row of tiles are one contiguous run of TW x C values. Each pass of 1-D
+# transforms then is a single loop over such runs, which LLVM turns into wide vector
+# instructions: one loop per row of tiles and per row or column of the 6x6 tile, not
+# one per tile. V and M hold a tile's channels contiguously too, V (36, T, C) and
+# M (36, T, K), so the runs of V and M for one row of tiles are contiguous as well;
+# the 36 products are M_ξ = V_ξ U_ξ^T, the same products with their operands transposed.
+# (One (image, channel) plane at a time ran 2-11 ns per pixel and channel, the most on
+# 8x8 maps; one tile at a time, looping over channels only, 1-2 ns, the most with 16
+# channels.) V, M and their gradients must be C-contiguous.
+
+# The output transform and the input transform's adjoint keep a 6 x 6 (or 4 x 6) block
+# of runs between their two passes; they work through a row of tiles in segments of
+# about this many values per run, so that the block stays in the L1 cache when C is large.
+SEGMENT = 256
+
 
 @jit_nogil
 def input_transform(x, V, tiles_h, tiles_w):
     """V[6i + j, t, c] = (B^T d B)[i, j] for the 6x6 input tile d of tile t, channel c."""
     n_images, channels = x.shape[:2]
-    tiles = tiles_h * tiles_w
-    padded = np.zeros((4 * tiles_h + 2, 4 * tiles_w + 2, channels), x.dtype)  # the "same" padding stays 0
-    rows = np.empty((6, 6, channels), x.dtype)  # B^T d, one tile: rows[i, b] = sum_a B^T[i, a] d[a, b]
+    tiles, span = tiles_h * tiles_w, tiles_w + 1
+    run, group = tiles_w * channels, span * channels  # one row of tiles at one place; one place's group
+    v = V.reshape((36, V.shape[1] * channels))
+    padded = np.zeros((4 * tiles_h + 2, 4 * group), x.dtype)  # the "same" padding stays 0
+    rows = np.empty((6, 4 * group), x.dtype)  # B^T d down every column of one row of tiles
     for n in range(n_images):
-        layout.to_channels_last(x[n], padded, 1)
+        layout.to_tile_columns(x[n], padded, 1, span)
         for th in range(tiles_h):
-            for tw in range(tiles_w):
-                top, left, t = 4 * th, 4 * tw, n * tiles + th * tiles_w + tw
-                for b in range(6):  # B^T down each of the tile's six columns
-                    d0, d1, d2 = padded[top, left + b], padded[top + 1, left + b], padded[top + 2, left + b]
-                    d3, d4, d5 = padded[top + 3, left + b], padded[top + 4, left + b], padded[top + 5, left + b]
-                    r0, r1, r2, r3, r4, r5 = rows[0, b], rows[1, b], rows[2, b], rows[3, b], rows[4, b], rows[5, b]
-                    for c in range(channels):
-                        r0[c], r1[c], r2[c], r3[c], r4[c], r5[c] = _b_t(d0[c], d1[c], d2[c], d3[c], d4[c], d5[c])
-                for i in range(6):  # then B along each of its six rows
-                    r0, r1, r2, r3, r4, r5 = rows[i, 0], rows[i, 1], rows[i, 2], rows[i, 3], rows[i, 4], rows[i, 5]
-                    v0, v1, v2, v3, v4, v5 = (V[6 * i, t], V[6 * i + 1, t], V[6 * i + 2, t],
-                                              V[6 * i + 3, t], V[6 * i + 4, t], V[6 * i + 5, t])
-                    for c in range(channels):
-                        v0[c], v1[c], v2[c], v3[c], v4[c], v5[c] = _b_t(r0[c], r1[c], r2[c], r3[c], r4[c], r5[c])
+            top, start = 4 * th, (n * tiles + th * tiles_w) * channels
+            d0, d1, d2, d3, d4, d5 = (padded[top], padded[top + 1], padded[top + 2], padded[top + 3],
+                                      padded[top + 4], padded[top + 5])
+            r0, r1, r2, r3, r4, r5 = rows[0], rows[1], rows[2], rows[3], rows[4], rows[5]
+            for e in range(4 * group):
+                r0[e], r1[e], r2[e], r3[e], r4[e], r5[e] = _b_t(d0[e], d1[e], d2[e], d3[e], d4[e], d5[e])
+            for i in range(6):  # then B along the rows: tile tw's columns are places 0-3 of slot tw, 0-1 of tw + 1
+                row = rows[i]
+                s0, s1, s2, s3 = row[:run], row[group:group + run], row[2 * group:2 * group + run], row[3 * group:3 * group + run]
+                s4, s5 = row[channels:channels + run], row[group + channels:group + channels + run]
+                o0, o1, o2 = v[6 * i, start:start + run], v[6 * i + 1, start:start + run], v[6 * i + 2, start:start + run]
+                o3, o4, o5 = v[6 * i + 3, start:start + run], v[6 * i + 4, start:start + run], v[6 * i + 5, start:start + run]
+                for e in range(run):
+                    o0[e], o1[e], o2[e], o3[e], o4[e], o5[e] = _b_t(s0[e], s1[e], s2[e], s3[e], s4[e], s5[e])
 
 
 def input_transform_numpy(x, V, tiles_h, tiles_w):
@@ -201,25 +213,30 @@ def input_transform_numpy(x, V, tiles_h, tiles_w):
 def output_transform(M, bias, y, tiles_h, tiles_w):
     """y[n, k] = A^T M A + b[k], each tile's 4x4 block, cut at the image border."""
     n_images, out_channels = y.shape[:2]
-    tiles = tiles_h * tiles_w
-    full = np.empty((4 * tiles_h, 4 * tiles_w, out_channels), y.dtype)  # one image before cutting at H, W
-    rows = np.empty((4, 6, out_channels), y.dtype)  # A^T m, one tile: rows[i, b] = sum_a A^T[i, a] m[a, b]
+    tiles, row_run = tiles_h * tiles_w, tiles_w * out_channels
+    segment = max(1, SEGMENT // out_channels)  # tiles per pass
+    m = M.reshape((36, M.shape[1] * out_channels))
+    full = np.empty((4 * tiles_h, 4 * row_run), y.dtype)  # one image before cutting at H, W; columns grouped
+    rows = np.empty((4, 6, segment * out_channels), y.dtype)  # A^T m down the six columns of a segment of tiles
     for n in range(n_images):
         for th in range(tiles_h):
-            for tw in range(tiles_w):
-                top, left, t = 4 * th, 4 * tw, n * tiles + th * tiles_w + tw
-                for b in range(6):  # A^T down each of the tile's six columns, m[a, b] = M[6a + b]
-                    m0, m1, m2 = M[b, t], M[6 + b, t], M[12 + b, t]
-                    m3, m4, m5 = M[18 + b, t], M[24 + b, t], M[30 + b, t]
+            for tw0 in range(0, tiles_w, segment):
+                run = min(segment, tiles_w - tw0) * out_channels
+                start, at = (n * tiles + th * tiles_w + tw0) * out_channels, tw0 * out_channels
+                for b in range(6):  # m[a, b] = M[6a + b]
+                    m0, m1, m2 = m[b, start:start + run], m[6 + b, start:start + run], m[12 + b, start:start + run]
+                    m3, m4, m5 = m[18 + b, start:start + run], m[24 + b, start:start + run], m[30 + b, start:start + run]
                     r0, r1, r2, r3 = rows[0, b], rows[1, b], rows[2, b], rows[3, b]
-                    for k in range(out_channels):
-                        r0[k], r1[k], r2[k], r3[k] = _a_t(m0[k], m1[k], m2[k], m3[k], m4[k], m5[k])
-                for i in range(4):  # then A along each of its four rows
-                    r0, r1, r2, r3, r4, r5 = rows[i, 0], rows[i, 1], rows[i, 2], rows[i, 3], rows[i, 4], rows[i, 5]
-                    o0, o1, o2, o3 = full[top + i, left], full[top + i, left + 1], full[top + i, left + 2], full[top + i, left + 3]
-                    for k in range(out_channels):
-                        o0[k], o1[k], o2[k], o3[k] = _a_t(r0[k], r1[k], r2[k], r3[k], r4[k], r5[k])
-        layout.to_planes(full, 0, bias, y[n])
+                    for e in range(run):
+                        r0[e], r1[e], r2[e], r3[e] = _a_t(m0[e], m1[e], m2[e], m3[e], m4[e], m5[e])
+                for i in range(4):  # then A along each of the four rows: output column 4tw + g is place g of slot tw
+                    q0, q1, q2, q3, q4, q5 = rows[i, 0], rows[i, 1], rows[i, 2], rows[i, 3], rows[i, 4], rows[i, 5]
+                    line = full[4 * th + i]
+                    o0, o1 = line[at:at + run], line[row_run + at:row_run + at + run]
+                    o2, o3 = line[2 * row_run + at:2 * row_run + at + run], line[3 * row_run + at:3 * row_run + at + run]
+                    for e in range(run):
+                        o0[e], o1[e], o2[e], o3[e] = _a_t(q0[e], q1[e], q2[e], q3[e], q4[e], q5[e])
+        layout.from_tile_columns(full, 0, tiles_w, bias, y[n])
 
 
 def output_transform_numpy(M, bias, y, tiles_h, tiles_w):
@@ -233,28 +250,29 @@ def output_transform_numpy(M, bias, y, tiles_h, tiles_w):
 @jit_nogil
 def output_transform_adjoint(dy, dM, bias_partial, tiles_h, tiles_w):
     """dM = A dY A^T per tile (dY is 0 beyond the image); bias_partial[n, k] = sum of dy[n, k]."""
-    n_images, out_channels, height, width = dy.shape
-    tiles = tiles_h * tiles_w
-    full = np.zeros((4 * tiles_h, 4 * tiles_w, out_channels), dy.dtype)  # stays 0 beyond the image
-    rows = np.empty((6, 4, out_channels), dy.dtype)  # A dY, one tile: rows[a, j] = sum_i A[a, i] dY[i, j]
+    n_images, out_channels = dy.shape[:2]
+    tiles, run = tiles_h * tiles_w, tiles_w * out_channels
+    dm = dM.reshape((36, dM.shape[1] * out_channels))
+    full = np.zeros((4 * tiles_h, 4 * run), dy.dtype)  # dY, columns grouped; stays 0 beyond the image
+    rows = np.empty((6, 4, run), dy.dtype)  # A dY down the four columns of one row of tiles
     for n in range(n_images):
-        layout.to_channels_last(dy[n], full, 0)
+        layout.to_tile_columns(dy[n], full, 0, tiles_w)
         for k in range(out_channels):
             bias_partial[n, k] = dy[n, k].sum()
         for th in range(tiles_h):
-            for tw in range(tiles_w):
-                top, left, t = 4 * th, 4 * tw, n * tiles + th * tiles_w + tw
-                for j in range(4):  # A down each of the tile's four columns
-                    y0, y1, y2, y3 = full[top, left + j], full[top + 1, left + j], full[top + 2, left + j], full[top + 3, left + j]
-                    r0, r1, r2, r3, r4, r5 = rows[0, j], rows[1, j], rows[2, j], rows[3, j], rows[4, j], rows[5, j]
-                    for k in range(out_channels):
-                        r0[k], r1[k], r2[k], r3[k], r4[k], r5[k] = _a(y0[k], y1[k], y2[k], y3[k])
-                for a in range(6):  # then A^T along each of its six rows: dM[6a + b]
-                    r0, r1, r2, r3 = rows[a, 0], rows[a, 1], rows[a, 2], rows[a, 3]
-                    m0, m1, m2 = dM[6 * a, t], dM[6 * a + 1, t], dM[6 * a + 2, t]
-                    m3, m4, m5 = dM[6 * a + 3, t], dM[6 * a + 4, t], dM[6 * a + 5, t]
-                    for k in range(out_channels):
-                        m0[k], m1[k], m2[k], m3[k], m4[k], m5[k] = _a(r0[k], r1[k], r2[k], r3[k])
+            top, start = 4 * th, (n * tiles + th * tiles_w) * out_channels
+            for j in range(4):
+                column = slice(j * run, (j + 1) * run)
+                y0, y1, y2, y3 = full[top, column], full[top + 1, column], full[top + 2, column], full[top + 3, column]
+                r0, r1, r2, r3, r4, r5 = rows[0, j], rows[1, j], rows[2, j], rows[3, j], rows[4, j], rows[5, j]
+                for e in range(run):
+                    r0[e], r1[e], r2[e], r3[e], r4[e], r5[e] = _a(y0[e], y1[e], y2[e], y3[e])
+            for a in range(6):  # then A^T along each of the six rows: dM[6a + b]
+                q0, q1, q2, q3 = rows[a, 0], rows[a, 1], rows[a, 2], rows[a, 3]
+                o0, o1, o2 = dm[6 * a, start:start + run], dm[6 * a + 1, start:start + run], dm[6 * a + 2, start:start + run]
+                o3, o4, o5 = dm[6 * a + 3, start:start + run], dm[6 * a + 4, start:start + run], dm[6 * a + 5, start:start + run]
+                for e in range(run):
+                    o0[e], o1[e], o2[e], o3[e], o4[e], o5[e] = _a(q0[e], q1[e], q2[e], q3[e])
 
 
 def output_transform_adjoint_numpy(dy, dM, bias_partial, tiles_h, tiles_w):
@@ -271,33 +289,47 @@ def output_transform_adjoint_numpy(dy, dM, bias_partial, tiles_h, tiles_w):
 def input_transform_adjoint(dV, dx, tiles_h, tiles_w):
     """dx = sum over tiles of B dV B^T, placed where each tile read x (tiles overlap by 2)."""
     n_images, channels = dx.shape[:2]
-    tiles = tiles_h * tiles_w
-    padded = np.empty((4 * tiles_h + 2, 4 * tiles_w + 2, channels), dx.dtype)
-    rows = np.empty((6, 6, channels), dx.dtype)  # B dV, one tile: rows[a, j] = sum_i B[a, i] dV[i, j]
+    tiles, span = tiles_h * tiles_w, tiles_w + 1
+    group = span * channels
+    segment = max(1, SEGMENT // channels)  # tiles per pass
+    dv = dV.reshape((36, dV.shape[1] * channels))
+    padded = np.empty((4 * tiles_h + 2, 4 * group), dx.dtype)  # dx with its padding, columns grouped
+    rows = np.empty((6, 6, segment * channels), dx.dtype)  # B dV down the six columns of a segment of tiles
+    spill4, spill5 = np.empty(segment * channels, dx.dtype), np.empty(segment * channels, dx.dtype)
     no_bias = np.zeros(channels, dx.dtype)
     for n in range(n_images):
         padded[...] = 0
         for th in range(tiles_h):
-            for tw in range(tiles_w):
-                top, left, t = 4 * th, 4 * tw, n * tiles + th * tiles_w + tw
-                for j in range(6):  # B down each of the tile's six columns, dV[i, j] = dV[6i + j]
-                    v0, v1, v2 = dV[j, t], dV[6 + j, t], dV[12 + j, t]
-                    v3, v4, v5 = dV[18 + j, t], dV[24 + j, t], dV[30 + j, t]
+            for tw0 in range(0, tiles_w, segment):
+                run = min(segment, tiles_w - tw0) * channels
+                start, at = (n * tiles + th * tiles_w + tw0) * channels, tw0 * channels
+                for j in range(6):  # dV[i, j] = dV[6i + j]
+                    v0, v1, v2 = dv[j, start:start + run], dv[6 + j, start:start + run], dv[12 + j, start:start + run]
+                    v3, v4, v5 = dv[18 + j, start:start + run], dv[24 + j, start:start + run], dv[30 + j, start:start + run]
                     r0, r1, r2, r3, r4, r5 = rows[0, j], rows[1, j], rows[2, j], rows[3, j], rows[4, j], rows[5, j]
-                    for c in range(channels):
-                        r0[c], r1[c], r2[c], r3[c], r4[c], r5[c] = _b(v0[c], v1[c], v2[c], v3[c], v4[c], v5[c])
-                for a in range(6):  # then B^T along each of its six rows, added where the tile read x
-                    r0, r1, r2, r3, r4, r5 = rows[a, 0], rows[a, 1], rows[a, 2], rows[a, 3], rows[a, 4], rows[a, 5]
-                    out = padded[top + a, left:left + 6]
-                    for c in range(channels):
-                        e0, e1, e2, e3, e4, e5 = _b(r0[c], r1[c], r2[c], r3[c], r4[c], r5[c])
-                        out[0, c] += e0
-                        out[1, c] += e1
-                        out[2, c] += e2
-                        out[3, c] += e3
-                        out[4, c] += e4
-                        out[5, c] += e5
-        layout.to_planes(padded, 1, no_bias, dx[n])
+                    for e in range(run):
+                        r0[e], r1[e], r2[e], r3[e], r4[e], r5[e] = _b(v0[e], v1[e], v2[e], v3[e], v4[e], v5[e])
+                for a in range(6):  # then B^T along each of the six rows, added where the tiles read x
+                    q0, q1, q2, q3, q4, q5 = rows[a, 0], rows[a, 1], rows[a, 2], rows[a, 3], rows[a, 4], rows[a, 5]
+                    line = padded[4 * th + a]
+                    g0, g1 = line[at:at + run], line[group + at:group + at + run]
+                    g2, g3 = line[2 * group + at:2 * group + at + run], line[3 * group + at:3 * group + at + run]
+                    for e in range(run):
+                        e0, e1, e2, e3, e4, e5 = _b(q0[e], q1[e], q2[e], q3[e], q4[e], q5[e])
+                        g0[e] += e0
+                        g1[e] += e1
+                        g2[e] += e2
+                        g3[e] += e3
+                        spill4[e] = e4
+                        spill5[e] = e5
+                    # columns 4 and 5 of each tile are places 0 and 1 of the next slot; these runs
+                    # overlap g0 and g1 one slot on, so they are added in a pass of their own
+                    h0 = line[at + channels:at + channels + run]
+                    h1 = line[group + at + channels:group + at + channels + run]
+                    for e in range(run):
+                        h0[e] += spill4[e]
+                        h1[e] += spill5[e]
+        layout.from_tile_columns(padded, 1, span, no_bias, dx[n])
 
 
 def input_transform_adjoint_numpy(dV, dx, tiles_h, tiles_w):
