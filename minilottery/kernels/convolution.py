@@ -133,11 +133,12 @@ class Im2col:
         if self.cols_of is not x:
             kernels.im2col(x, cols, w.shape[2], w.shape[3], self.stride, self.padding)
         dy = dy.reshape(n_images, out_channels, -1)  # (N, K, Ho*Wo)
-        # dW = sum_n dy[n] cols[n]^T: one product over (n, pixel) per worker's share of the batch
+        # dW = sum_n dy[n] cols[n]^T: a product per image of each worker's share of the batch,
+        # summed (np.tensordot would first copy dy and cols into transposed layouts)
         parts = []
 
         def weight_grad(worker, images):
-            parts.append(np.tensordot(dy[images], cols[images], axes=([0, 2], [0, 2])))
+            parts.append(np.matmul(dy[images], cols[images].transpose(0, 2, 1)).sum(axis=0))
 
         threads.run_chunks(n_images, -(-n_images // threads.WORKERS), weight_grad)
         dw = np.empty_like(w) if dw is None else dw
