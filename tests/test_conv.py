@@ -121,7 +121,8 @@ def test_conv2d_equals_direct_loop(shape, kernel, stride, padding, rng):
 
 
 ENGINE_CASES = [((2, 5, 9, 7), 3, 1, 1), ((2, 3, 8, 8), 3, 1, 1), ((2, 6, 9, 9), 3, 2, 1), ((2, 4, 6, 6), 1, 2, 0),
-                ((1, 8, 3, 3), 3, 1, 1), ((2, 4, 7, 10), 1, 1, 0)]
+                ((1, 8, 3, 3), 3, 1, 1), ((2, 4, 7, 10), 1, 1, 0),
+                ((2, 2, 16, 16), 1, 1, 0)]  # 256 pixels: Im2col's weight gradient a product per image
 
 
 @pytest.mark.parametrize("engine, shape, kernel, stride, padding",
