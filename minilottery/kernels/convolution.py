@@ -37,14 +37,20 @@ from . import winograd
 # V and products M (36 x channels x tiles) stay in cache between the transforms and
 # the matrix products; this is the byte size of one such chunk.
 CHUNK_BYTES = 1 << 21
+# Every chunk's products read all the transformed filters U (36 x K x C). Beyond this
+# size U comes from memory each time, and each worker takes its share of the batch as one
+# chunk instead: VGG-19's 512-channel layers on 4x4 maps (U of 38 MB), forward and
+# backward for 64 images, 75 ms in chunks of 28 images, 46 ms in one per worker; with
+# 256 channels (U of 9.4 MB) the two cost the same.
+FILTER_BYTES = 1 << 24
 
 # A network's first conv reads the image's 1 or 3 channels: its products are tiny, and
 # Winograd's transforms of the 64 output maps cost more than im2col does. Conv-2's first
 # layer on CIFAR-10 (batch 60): forward + backward 9.3 ms with Winograd, 5.8 with im2col.
 WINOGRAD_MIN_CHANNELS = 4
 
-# Im2col's weight gradient takes a product per image from this many output pixels up
-# (Im2col.backward).
+# Im2col multiplies image by image from this many output pixels up, and the whole batch
+# at once below: VGG-19's 2x2 maps (4 pixels per image) took 214 ms of a step image by image.
 PIXELS_PER_PRODUCT = 64
 
 
@@ -116,46 +122,64 @@ class Direct:
 # ---------------------------------------------------------------------------- im2col
 
 class Im2col:
-    """Columns of receptive fields and one matrix product per image (BLAS)."""
+    """Columns of receptive fields and matrix products (BLAS): one per image, or one for the
+    whole batch when the maps have fewer than PIXELS_PER_PRODUCT pixels, where a product
+    per image would read all of W to fill a few columns (VGG-19's 2x2 maps: 4)."""
 
     def __init__(self, stride=1, padding=1):
         self.stride, self.padding = stride, padding
-        self.scratch, self.cols_of = Scratch(), None
+        self.scratch, self.cols_of, self.stacked_of = Scratch(), None, None
+
+    def _columns(self, x, w, pixels):
+        cols = self.scratch("cols", (x.shape[0], w[0].size, pixels), x.dtype)  # (N, C*kh*kw, Ho*Wo)
+        if self.cols_of is not x:
+            kernels.im2col(x, cols, w.shape[2], w.shape[3], self.stride, self.padding)
+            self.cols_of, self.stacked_of = x, None  # the columns now in scratch are this x's
+        return cols
+
+    def _stacked(self, cols, x):
+        """The columns side by side for the whole batch: (C*kh*kw, N*Ho*Wo), image by image."""
+        if self.stacked_of is not x:
+            self.stacked, self.stacked_of = cols.transpose(1, 0, 2).reshape(cols.shape[1], -1), x
+        return self.stacked
 
     def forward(self, x, w, b):
         n_images, out_channels, out_h, out_w = output_shape(x, w, self.stride, self.padding)
-        cols = self.scratch("cols", (n_images, w[0].size, out_h * out_w), x.dtype)  # (N, C*kh*kw, Ho*Wo)
-        kernels.im2col(x, cols, w.shape[2], w.shape[3], self.stride, self.padding)
-        self.cols_of = x  # the columns now in scratch are this x's
-        y = threads.matmul_each(w.reshape(out_channels, -1), cols)  # (N, K, Ho*Wo)
+        cols = self._columns(x, w, out_h * out_w)
+        weights = w.reshape(out_channels, -1)
+        if out_h * out_w >= PIXELS_PER_PRODUCT:
+            y = threads.matmul_each(weights, cols)  # (N, K, Ho*Wo)
+        else:
+            y = threads.matmul(weights, self._stacked(cols, x))  # (K, N*Ho*Wo)
+            y = y.reshape(out_channels, n_images, -1).transpose(1, 0, 2).copy()
         y += b[:, None]
         return y.reshape(n_images, out_channels, out_h, out_w)
 
     def backward(self, dy, x, w, need_dx=True, dw=None):
         n_images, out_channels = dy.shape[:2]
-        cols = self.scratch("cols", (n_images, w[0].size, dy.shape[2] * dy.shape[3]), x.dtype)
-        if self.cols_of is not x:
-            kernels.im2col(x, cols, w.shape[2], w.shape[3], self.stride, self.padding)
+        pixels = dy.shape[2] * dy.shape[3]
+        cols = self._columns(x, w, pixels)
+        weights = w.reshape(out_channels, -1)
         dy = dy.reshape(n_images, out_channels, -1)  # (N, K, Ho*Wo)
-        # dW = sum_n dy[n] cols[n]^T over each worker's share of the batch: a product per image,
-        # summed, when an image has enough pixels to make its product worth BLAS's while; else
-        # one product over (n, pixel), for which np.tensordot first copies dy and cols into
-        # transposed layouts. Resnet-18's 16->32 stride-2 layer (256 pixels): 1.8 against
-        # 4.7 ms per 64 images; VGG-19's 2x2 maps (4 pixels): 6.9 against 32 ms.
-        parts = []
-
-        def weight_grad(worker, images):
-            if dy.shape[2] >= PIXELS_PER_PRODUCT:
-                parts.append(np.matmul(dy[images], cols[images].transpose(0, 2, 1)).sum(axis=0))
-            else:
-                parts.append(np.tensordot(dy[images], cols[images], axes=([0, 2], [0, 2])))
-
-        threads.run_chunks(n_images, -(-n_images // threads.WORKERS), weight_grad)
         dw = np.empty_like(w) if dw is None else dw
-        dw.reshape(out_channels, -1)[...] = sum(parts[1:], parts[0])
+        if pixels >= PIXELS_PER_PRODUCT:
+            # dW = sum_n dy[n] cols[n]^T, a product per image of each worker's share, summed
+            # (np.tensordot would first copy dy and cols into transposed layouts: Resnet-18's
+            # 16->32 stride-2 layer, 64 images, 4.7 ms against 1.8)
+            parts = []
+            threads.run_chunks(n_images, -(-n_images // threads.WORKERS), lambda worker, images: parts.append(
+                np.matmul(dy[images], cols[images].transpose(0, 2, 1)).sum(axis=0)))
+            dw.reshape(out_channels, -1)[...] = sum(parts[1:], parts[0])
+            dcols = threads.matmul_each(weights.T, dy) if need_dx else None  # (N, C*kh*kw, Ho*Wo)
+        else:  # the whole batch at once: dW = dY cols^T, dcols = W^T dY with dY (K, N*Ho*Wo)
+            dy_stacked = dy.transpose(1, 0, 2).reshape(out_channels, -1)
+            threads.matmul(dy_stacked, self._stacked(cols, x).T, out=dw.reshape(out_channels, -1))
+            dcols = None
+            if need_dx:
+                dcols = threads.matmul(weights.T, dy_stacked).reshape(cols.shape[1], n_images, -1)
+                dcols = np.ascontiguousarray(dcols.transpose(1, 0, 2))
         dx = None
         if need_dx:
-            dcols = threads.matmul_each(w.reshape(out_channels, -1).T, dy)  # (N, C*kh*kw, Ho*Wo)
             dx = np.empty_like(x)
             kernels.col2im(dcols, dx, w.shape[2], w.shape[3], self.stride, self.padding)
         return dx, dw, dy.sum(axis=(0, 2))
@@ -180,8 +204,11 @@ class Winograd:
         """(tiles_h, tiles_w, images per chunk) for input x: chunks of about CHUNK_BYTES,
         and at least one per worker when the batch allows."""
         tiles_h, tiles_w = winograd.tile_grid(*x.shape[2:])
+        per_worker = -(-x.shape[0] // threads.WORKERS)
+        if 36 * w.shape[0] * w.shape[1] * w.itemsize > FILTER_BYTES:
+            return tiles_h, tiles_w, per_worker  # each chunk's 36 products read all of U: as few chunks as can be
         per_image = 36 * max(w.shape[0], w.shape[1]) * tiles_h * tiles_w * x.itemsize
-        return tiles_h, tiles_w, max(1, min(CHUNK_BYTES // per_image, -(-x.shape[0] // threads.WORKERS)))
+        return tiles_h, tiles_w, max(1, min(CHUNK_BYTES // per_image, per_worker))
 
     def _filters(self, w):
         U = self.scratch("U", (36, w.shape[0], w.shape[1]), w.dtype)  # G g G^T, (36, K, C)
