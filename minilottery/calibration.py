@@ -15,10 +15,10 @@ two seconds.
 The result is kept in a small JSON file, ``sparse-thresholds.json`` in minilottery's
 cache folder (``$MINILOTTERY_CACHE``, else ``$XDG_CACHE_HOME/minilottery``, else
 ``~/.cache/minilottery``), under a signature of the machine: CPU, NumPy, BLAS and its
-kernels, cores in use. A later process with the same signature reads it; another
-machine, another BLAS or another core count measures afresh. Delete the file to
-measure again; set ``MINILOTTERY_SPARSE_THRESHOLDS=TRAIN,EVALUATION`` (for instance
-0.12,0.06) to fix both instead, as the tests do.
+kernels, cores in use, and the version of this calibration. A later process with the
+same signature reads it; another machine, another BLAS or another core count measures
+afresh. Delete the file to measure again; set ``MINILOTTERY_SPARSE_THRESHOLDS=TRAIN,EVALUATION``
+(for instance 0.12,0.06) to fix both instead, as the tests do.
 """
 import datetime
 import os
@@ -37,6 +37,7 @@ MARGIN = 0.9  # the thresholds sit this fraction of the way to the measured brea
 ASK_BELOW = 0.5  # sparse.compress asks only when some layer is sparser than this
 ENVIRONMENT = "MINILOTTERY_SPARSE_THRESHOLDS"
 CACHE_FILE = "sparse-thresholds.json"
+VERSION = 2  # part of the signature: a change to how calibrate() measures makes it measure again
 
 
 class Thresholds(NamedTuple):
@@ -69,7 +70,8 @@ def signature():
     except (KeyError, TypeError, AttributeError):
         blas = "unknown BLAS"
     kernels = os.environ.get("OPENBLAS_CORETYPE", "chosen by OpenBLAS")
-    return f"{cpu} | numpy {np.__version__} | {blas} | kernels {kernels} | cores {threads.WORKERS}"
+    return (f"{cpu} | numpy {np.__version__} | {blas} | kernels {kernels} | cores {threads.WORKERS} "
+            f"| calibration {VERSION}")
 
 
 def fixed(text):
