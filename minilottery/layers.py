@@ -73,12 +73,12 @@ class ReLU(Layer):
     """y = max(x, 0); its derivative is 1 where y > 0, else 0. Works in place on x."""
 
     def forward(self, x, train=False):
-        core.relu_forward(x.reshape(-1))
+        threads.elementwise(core.relu_forward, (x.reshape(-1),))
         self.y = x
         return x
 
     def backward(self, dy, need_dx=True):
-        core.relu_backward(dy.reshape(-1), self.y.reshape(-1))
+        threads.elementwise(core.relu_backward, (dy.reshape(-1), self.y.reshape(-1)))
         return dy
 
 

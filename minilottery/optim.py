@@ -133,12 +133,8 @@ def dense_update(net, kernel, arrays, hyper):
     """An element-wise update ``kernel`` over the flat arrays: in slices side by side on the
     pool's threads when the network's passes run on the pool (threads.py), else on one
     thread (beside OpenBLAS's spinning helper a second thread would only compete)."""
-    if not getattr(net, "pool_threads", False) or threads.WORKERS == 1:
-        single_threaded(kernel, *arrays, *hyper)
-        return
-    size = arrays[0].size
-    threads.run_chunks(size, -(-size // threads.WORKERS),
-                       lambda worker, part: single_threaded(kernel, *(a[part] for a in arrays), *hyper))
+    threads.elementwise(lambda *values: single_threaded(kernel, *values), arrays, hyper,
+                        split=getattr(net, "pool_threads", False))
 
 
 def make(name, net, momentum=0.9, weight_decay=0.0, nesterov=False):

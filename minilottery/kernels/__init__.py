@@ -45,6 +45,8 @@ keep_freed_memory()
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 jit = numba.njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 jit_parallel = numba.njit(cache=True, fastmath=FASTMATH, parallel=True, error_model="numpy")
+# Kernels that threads.py's pool calls from several threads at once release the GIL.
+jit_nogil = numba.njit(cache=True, fastmath=FASTMATH, error_model="numpy", nogil=True)
 # Per-element helpers shared by kernels, inlined into each caller so its loop still vectorises.
 jit_inline = numba.njit(cache=True, fastmath=FASTMATH, error_model="numpy", inline="always")
 

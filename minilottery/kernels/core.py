@@ -8,7 +8,7 @@ temporaries). Each kernel works in place and has a NumPy twin ``<name>_numpy``.
 import numpy as np
 from numba import prange
 
-from . import FLUSH_BELOW, jit, jit_inline, jit_parallel
+from . import FLUSH_BELOW, jit, jit_inline, jit_nogil, jit_parallel
 
 
 # ----------------------------------------------------------------------------- bias, ReLU
@@ -25,7 +25,7 @@ def add_bias_numpy(y, b):
     y += b
 
 
-@jit
+@jit_nogil
 def relu_forward(x):
     """x = max(x, 0), in place on a flat array."""
     for i in range(x.size):
@@ -37,7 +37,7 @@ def relu_forward_numpy(x):
     np.maximum(x, 0, out=x)
 
 
-@jit
+@jit_nogil
 def relu_backward(dy, y):
     """dy = dy * (y > 0), in place on flat arrays; y is the ReLU's output."""
     for i in range(dy.size):

@@ -31,17 +31,15 @@ reduces to (most entries of B and A are 0 or ±1); their NumPy twins use the mat
 themselves, so the twin tests also check the spelled-out coefficients. The filter
 transform, applied to every 3x3 weight once per step, is one BLAS product with G ⊗ G.
 """
-import numba
 import numpy as np
 
-from . import FASTMATH, jit, layout
+from . import jit, jit_nogil, layout
 
 # The activation transforms below run on one thread each and without the GIL: conv.py
 # hands chunks of images to two threads, each doing its chunk's input transform, its
 # single-threaded matrix products and its output transform in a row. That keeps both
 # cores busy on the small products (64 x 64 x 192 for Conv-2), where OpenBLAS's own two
 # threads gain little, and keeps a chunk's V and M in its core's cache.
-jit_nogil = numba.njit(cache=True, fastmath=FASTMATH, error_model="numpy", nogil=True)
 
 TILE, ALPHA = 4, 6  # output tile m = 4; input tile alpha = m + r - 1 = 6 for a 3x3 filter r = 3
 
