@@ -5,10 +5,10 @@ are sparse, but they are "not optimized for modern libraries or hardware" — tr
 as a dense W times a mask m, a ticket at Pm = 5% costs as much as the dense network.
 
 Within an IMP round m is fixed. So once per mask (``Network.set_mask``) every Dense
-layer below the training threshold (under ``sparse="auto"``, measured by calibration.py;
-every layer under "on")
-gets a ``SparseDense``: the positions of its kept weights K = {(i, j) : m[i, j] = 1},
-indexed by column and by row. From then on a training step touches only K:
+layer below the training threshold (under ``sparse="auto"``; the threshold is measured on
+the machine by calibration.py) or every layer (under "on") gets a ``SparseDense``: the
+positions of its kept weights K = {(i, j) : m[i, j] = 1}, indexed by column and by row.
+From then on a training step touches only K:
 
     forward     y = x @ W + b           sparse x dense, W read at K only
     backward    dx = dy @ W^T           the same index, by row
