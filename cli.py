@@ -157,6 +157,8 @@ def imp(net, out, resume_dir, workers, scheduler, job_threads, plan, quiet, **op
     if workers is None:
         workers = executors.default_workers(experiment, job_threads=job_threads)
     executor = executors.make_executor(workers, scheduler, job_threads)
+    started = folder.config() if (folder.root / "config.json").exists() else None
+    experiment.settle_sparse_thresholds(started, getattr(executor, "job_threads", None) or job_threads)
     line = progress.JobsProgress(quiet, experiment.hp.iterations)
     driver = schedule.Driver(experiment, folder, executor, data, job_threads, on_status=line.on_status,
                              on_eval=line.on_eval, on_notice=line.notice,

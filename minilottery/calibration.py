@@ -96,6 +96,19 @@ def thresholds():
     return _known[key]
 
 
+def thresholds_on(cores=None):
+    """``thresholds()`` for jobs that run on ``cores`` cores each (an imp run's workers): measured
+    with this process on that many cores, then back to its own."""
+    own = threads.WORKERS
+    if os.environ.get(ENVIRONMENT) or not cores or cores == own:
+        return thresholds()
+    threads.use_cores(cores)
+    try:
+        return thresholds()
+    finally:
+        threads.use_cores(own)
+
+
 def _cached(key):
     path = cache_folder() / CACHE_FILE
     try:

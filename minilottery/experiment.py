@@ -18,8 +18,9 @@ from .rundir import BRANCHES, CONTROLS  # the branch names live with the run fol
 
 DATA_ORDERS = ("trial", "branch")
 # What a run did before a setting existed, where that differs from its default now: a
-# config.json without data_order was trained with one minibatch sequence per trial.
-BEFORE = {"data_order": "trial"}
+# config.json without data_order was trained with one minibatch sequence per trial, and
+# one without sparse_thresholds with sparse.py's constants of the time.
+BEFORE = {"data_order": "trial", "sparse_thresholds": [0.12, 0.06]}
 RETRAIN = ("weight-rewind", "lr-rewind", "finetune")
 CONTROL_CHOICES = {"none": (), **{control: (control,) for control in CONTROLS}, "both": CONTROLS[:2]}
 
@@ -49,6 +50,10 @@ class Experiment:
                           choices=RETRAIN)
     transfer_from: str = option(None, "ticket transfer: train the masks and θ₀ that the imp run in this folder "
                                       "found, round by round, on this run's --dataset", path=True)
+    # Under --sparse auto, the densities (train, evaluation) below which layers go sparse:
+    # measured once when the run starts (settle_sparse_thresholds) and kept in config.json,
+    # so that every job and every resume, on any machine, takes the same path.
+    sparse_thresholds: tuple = None
 
     def validate(self):
         if self.rounds < 0:
@@ -77,8 +82,9 @@ class Experiment:
     def config(self):
         """The experiment as config.json holds it (``from_config`` reads it back)."""
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "hp"}
+        thresholds = None if self.sparse_thresholds is None else list(self.sparse_thresholds)
         return {"hyperparameters": self.hp.to_dict(), **values, "controls": list(self.controls),
-                "versions": rundir.versions()}
+                "sparse_thresholds": thresholds, "versions": rundir.versions()}
 
     @classmethod
     def from_config(cls, config, path="config.json"):
@@ -87,6 +93,8 @@ class Experiment:
         try:
             values = {name: config[name] for name in names if name in config}
             values["controls"] = tuple(values.get("controls", ()))
+            if values.get("sparse_thresholds") is not None:
+                values["sparse_thresholds"] = tuple(float(v) for v in values["sparse_thresholds"])
             experiment = cls(hparams.Hyperparameters.from_dict(config["hyperparameters"]), **values)
             return experiment.validate()
         except (KeyError, TypeError, AttributeError, ValueError) as error:
@@ -114,10 +122,24 @@ class Experiment:
                  for r in range(self.rounds + 1) for branch in self.branches(r)]
         return sorted(every, key=Job.priority)
 
+    def settle_sparse_thresholds(self, started=None, cores=None):
+        """Fix the run's sparse thresholds: those of the config.json it ``started`` with (sparse.py's
+        old constants for a run from before they were measured), else measured now for jobs on
+        ``cores`` cores each (calibration.py; cached per machine)."""
+        from . import calibration
+        if self.sparse != "auto":
+            self.sparse_thresholds = None
+        elif started is not None:
+            kept = self.complete_config(started)["sparse_thresholds"]
+            self.sparse_thresholds = None if kept is None else tuple(float(v) for v in kept)
+        if self.sparse == "auto" and self.sparse_thresholds is None:
+            self.sparse_thresholds = tuple(calibration.thresholds_on(cores)[:2])
+        return self
+
     def build(self, seed, input_shape):
         """The network with θ ~ D_θ drawn from ``seed``, for images of ``input_shape`` (C, H, W)."""
         return nets.build(self.hp.net, seed=seed, input_shape=input_shape, dropout=self.hp.dropout,
-                          sparse=self.sparse)
+                          sparse=self.sparse, sparse_thresholds=self.sparse_thresholds)
 
     def trial_seed(self, trial):
         """The seed of a trial's θ₀ and of its data order and dropout."""

@@ -37,8 +37,9 @@ def named_leaves(prefix, layer):
 class Network:
     """Named layers in order, with θ, its gradient and the mask m in three flat buffers."""
 
-    def __init__(self, name, layers, seed=0, dtype=np.float32, sparse="auto"):
+    def __init__(self, name, layers, seed=0, dtype=np.float32, sparse="auto", sparse_thresholds=None):
         self.name, self.layers, self.dtype = name, layers, np.dtype(dtype)
+        self.sparse_thresholds = sparse_thresholds  # (train, evaluation) for "auto"; None: calibration.py's
         self.leaves = [leaf for layer_name, layer in layers for leaf in named_leaves(layer_name, layer)]
         # Dropout draws from one generator per network so that a checkpoint can save it.
         self.dropout_rng = np.random.default_rng([seed, 1])
@@ -254,13 +255,14 @@ BUILDERS = {"lenet": lenet, "conv2": conv2, "conv4": conv4, "conv6": conv6,
             "resnet18": resnet18, "vgg19": vgg19}
 
 
-def build(name, seed=0, input_shape=None, dropout=0.0, dtype=np.float32, sparse="auto"):
+def build(name, seed=0, input_shape=None, dropout=0.0, dtype=np.float32, sparse="auto", sparse_thresholds=None):
     """Network ``name`` with θ₀ drawn from ``seed``; input_shape is (C, H, W) of one image;
-    ``sparse`` ("auto", "on", "off"): see ``Network.set_sparse``."""
+    ``sparse`` ("auto", "on", "off"): see ``Network.set_sparse``; ``sparse_thresholds``
+    (train, evaluation) fixes the densities "auto" switches at (default: measured, calibration.py)."""
     if name not in BUILDERS:
         raise ValueError(f"unknown network {name!r}; choose one of {', '.join(BUILDERS)}")
     input_shape = tuple(input_shape) if input_shape is not None else (MNIST_SHAPE if name == "lenet" else CIFAR_SHAPE)
     layers = BUILDERS[name](input_shape=input_shape, dropout=dropout, dtype=dtype)
-    net = Network(name, layers, seed=seed, dtype=dtype, sparse=sparse)
+    net = Network(name, layers, seed=seed, dtype=dtype, sparse=sparse, sparse_thresholds=sparse_thresholds)
     net.input_shape = input_shape  # (C, H, W) of one image
     return net

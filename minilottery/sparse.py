@@ -119,9 +119,14 @@ def use_sparse(mode, density, train_threshold=0.0):
 
 
 def thresholds(net, mode):
-    """(train, evaluation) thresholds for ``mode``; measured only when "auto" meets a sparse mask."""
+    """(train, evaluation) thresholds for ``mode``: the network's own (an imp run fixes them in
+    its config.json), else measured, and only when "auto" meets a sparse enough mask."""
+    if mode != "auto":
+        return 0.0, 0.0
+    if net.sparse_thresholds is not None:
+        return tuple(net.sparse_thresholds)
     densities = [float(net.masks[f"{name}.weight"].mean()) for name, leaf in net.leaves if isinstance(leaf, Dense)]
-    if mode != "auto" or not densities or min(densities) >= calibration.ASK_BELOW:
+    if not densities or min(densities) >= calibration.ASK_BELOW:
         return 0.0, 0.0  # nothing here is sparse enough to be worth asking
     return calibration.thresholds()[:2]
 

@@ -81,3 +81,20 @@ def test_a_real_calibration_finds_sparse_faster_at_two_percent():
     assert seconds["train sparse"][0] < seconds["train dense"][0]  # 2% of Lenet's weights: several times less work
     assert seconds["evaluation sparse"][0] < seconds["evaluation dense"][0]
     assert 0.02 <= measured["train"] <= 0.5 and 0.0 <= measured["evaluation"] <= 0.5
+
+
+def test_a_network_with_its_own_thresholds_measures_nothing(measuring):
+    net = nets.build("lenet", seed=0, sparse_thresholds=(0.5, 0.45))
+    net.set_mask(bench.random_mask(net, 0.48))  # below 0.5: sparse; above 0.45: BLAS evaluation
+    layers = dict(net.layers)
+    assert measuring == [] and layers["fc1"].sparse is not None and layers["fc1"].sparse.blas_evaluation
+
+
+def test_thresholds_for_another_core_count_are_measured_there_and_the_cores_given_back(measuring, monkeypatch):
+    own = threads.WORKERS
+    calls = []
+    monkeypatch.setattr(threads, "use_cores", lambda count: calls.append(count) or setattr(threads, "WORKERS", count))
+    calibration.thresholds_on(own + 1)
+    assert measuring == [own + 1] and calls == [own + 1, own] and threads.WORKERS == own
+    calibration.thresholds_on(None)  # this process's own cores: no switching
+    assert calls == [own + 1, own]

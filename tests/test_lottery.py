@@ -241,6 +241,24 @@ def test_a_run_from_before_data_order_resumes_with_one_sequence_per_trial(tmp_pa
     assert result.exit_code == 1 and "data_order: 'trial' then, 'branch' now" in result.output
 
 
+def test_a_run_keeps_the_sparse_thresholds_it_started_with(tmp_path, monkeypatch):
+    """Measured (here: fixed by conftest.py) when the run starts, kept in config.json, and used
+    again on resume whatever the machine would measure now; a run from before: the old constants."""
+    assert invoke("--rounds", "0", "--iterations", "20", "--out", str(tmp_path)).exit_code == 0
+    assert files.read_json(tmp_path / "config.json")["sparse_thresholds"] == [0.12, 0.06]
+    monkeypatch.setenv("MINILOTTERY_SPARSE_THRESHOLDS", "0.3,0.2")  # another machine's measurement
+    assert invoke("--rounds", "1", "--iterations", "20", "--out", str(tmp_path)).exit_code == 0
+    config = files.read_json(tmp_path / "config.json")
+    assert config["sparse_thresholds"] == [0.12, 0.06]
+    experiment = lottery.Experiment.from_config(config)
+    assert experiment.build(0, (1, 28, 28)).sparse_thresholds == (0.12, 0.06)  # what every job builds
+    del config["sparse_thresholds"]  # as an older minilottery wrote it
+    assert lottery.Experiment(experiment.hp).settle_sparse_thresholds(config).sparse_thresholds == (0.12, 0.06)
+    fresh = lottery.Experiment(experiment.hp).settle_sparse_thresholds(None)
+    assert fresh.sparse_thresholds == (0.3, 0.2)  # a new run measures (the environment fixes it here)
+    assert lottery.Experiment(experiment.hp, sparse="off").settle_sparse_thresholds(None).sparse_thresholds is None
+
+
 def test_pruning_at_initialisation_controls(tmp_path, mnist):
     """SNIP and SynFlow branch off a round with the ticket's per-layer counts, at θ₀."""
     folder = run(tmp_path, mnist, tiny(), rounds=1, controls=("snip", "synflow"))
