@@ -105,7 +105,8 @@ def print_table_header(experiment, executor, folder):
     if experiment.sparse_thresholds is not None:  # fixed in config.json when the run started
         train, evaluation = experiment.sparse_thresholds
         click.echo(f"fully connected layers train on the sparse kernels below density {train:.2f}, and evaluate "
-                   f"on them below {evaluation:.2f} (fixed in config.json when the run started: docs/performance-sparse.md)")
+                   f"on them below {evaluation:.2f} (fixed in config.json when the run started: "
+                   "docs/performance-sparse.md)")
     click.echo(("trial " if experiment.trials > 1 else "") + "round |   Pm %  | branch  "
                "early-stop it  test acc there")
 

@@ -12,8 +12,10 @@ number of tiles across, plus one when the columns include the padding of a "same
 convolution.) These two copy one image into such rows and back, optionally into the
 interior of a larger array (``offset`` rows and columns of padding before the image):
 
-    to_tile_columns(planes, out, offset, span):          out[offset + r, slot(offset + col) * C + c] = planes[c, r, col]
-    from_tile_columns(src, offset, span, bias, planes):  planes[k, r, col] = src[offset + r, slot(offset + col) * K + k] + bias[k]
+    to_tile_columns(planes, out, offset, span):
+        out[offset + r, slot(offset + col) * C + c] = planes[c, r, col]
+    from_tile_columns(src, offset, span, bias, planes):
+        planes[k, r, col] = src[offset + r, slot(offset + col) * K + k] + bias[k]
 
 A transposition reads along one layout and writes across the other. Done in blocks of
 8 channels x 8 columns, both sides touch only a few cache lines at a time and the
@@ -35,7 +37,8 @@ def slot(p, span):
 
 @jit
 def to_tile_columns(planes, out, offset, span):
-    """out[offset + r, slot(offset + col) * C + c] = planes[c, r, col]; planes (C, H, W), out (H', 4 span C)."""
+    """out[offset + r, slot(offset + col) * C + c] = planes[c, r, col];
+    planes (C, H, W), out (H', 4 span C)."""
     channels, height, width = planes.shape
     full_c, full_w = channels - channels % BLOCK, width - width % BLOCK
     for c0 in range(0, full_c, BLOCK):
@@ -66,7 +69,8 @@ def to_tile_columns_numpy(planes, out, offset, span):
 
 @jit
 def from_tile_columns(src, offset, span, bias, planes):
-    """planes[k, r, col] = src[offset + r, slot(offset + col) * K + k] + bias[k]; src (H', 4 span K), planes (K, H, W)."""
+    """planes[k, r, col] = src[offset + r, slot(offset + col) * K + k] + bias[k];
+    src (H', 4 span K), planes (K, H, W)."""
     channels, height, width = planes.shape
     full_c, full_w = channels - channels % BLOCK, width - width % BLOCK
     for c0 in range(0, full_c, BLOCK):

@@ -187,10 +187,12 @@ def input_transform(x, V, tiles_h, tiles_w):
                 r0[e], r1[e], r2[e], r3[e], r4[e], r5[e] = _b_t(d0[e], d1[e], d2[e], d3[e], d4[e], d5[e])
             for i in range(6):  # then B along the rows: tile tw's columns are places 0-3 of slot tw, 0-1 of tw + 1
                 row = rows[i]
-                s0, s1, s2, s3 = row[:run], row[group:group + run], row[2 * group:2 * group + run], row[3 * group:3 * group + run]
+                s0, s1 = row[:run], row[group:group + run]
+                s2, s3 = row[2 * group:2 * group + run], row[3 * group:3 * group + run]
                 s4, s5 = row[channels:channels + run], row[group + channels:group + channels + run]
-                o0, o1, o2 = v[6 * i, start:start + run], v[6 * i + 1, start:start + run], v[6 * i + 2, start:start + run]
-                o3, o4, o5 = v[6 * i + 3, start:start + run], v[6 * i + 4, start:start + run], v[6 * i + 5, start:start + run]
+                tiles_here = slice(start, start + run)
+                o0, o1, o2 = v[6 * i, tiles_here], v[6 * i + 1, tiles_here], v[6 * i + 2, tiles_here]
+                o3, o4, o5 = v[6 * i + 3, tiles_here], v[6 * i + 4, tiles_here], v[6 * i + 5, tiles_here]
                 for e in range(run):
                     o0[e], o1[e], o2[e], o3[e], o4[e], o5[e] = _b_t(s0[e], s1[e], s2[e], s3[e], s4[e], s5[e])
 
@@ -221,9 +223,10 @@ def output_transform(M, bias, y, tiles_h, tiles_w):
             for tw0 in range(0, tiles_w, segment):
                 run = min(segment, tiles_w - tw0) * out_channels
                 start, at = (n * tiles + th * tiles_w + tw0) * out_channels, tw0 * out_channels
+                tiles_here = slice(start, start + run)
                 for b in range(6):  # m[a, b] = M[6a + b]
-                    m0, m1, m2 = m[b, start:start + run], m[6 + b, start:start + run], m[12 + b, start:start + run]
-                    m3, m4, m5 = m[18 + b, start:start + run], m[24 + b, start:start + run], m[30 + b, start:start + run]
+                    m0, m1, m2 = m[b, tiles_here], m[6 + b, tiles_here], m[12 + b, tiles_here]
+                    m3, m4, m5 = m[18 + b, tiles_here], m[24 + b, tiles_here], m[30 + b, tiles_here]
                     r0, r1, r2, r3 = rows[0, b], rows[1, b], rows[2, b], rows[3, b]
                     for e in range(run):
                         r0[e], r1[e], r2[e], r3[e] = _a_t(m0[e], m1[e], m2[e], m3[e], m4[e], m5[e])
@@ -231,7 +234,8 @@ def output_transform(M, bias, y, tiles_h, tiles_w):
                     q0, q1, q2, q3, q4, q5 = rows[i, 0], rows[i, 1], rows[i, 2], rows[i, 3], rows[i, 4], rows[i, 5]
                     line = full[4 * th + i]
                     o0, o1 = line[at:at + run], line[row_run + at:row_run + at + run]
-                    o2, o3 = line[2 * row_run + at:2 * row_run + at + run], line[3 * row_run + at:3 * row_run + at + run]
+                    o2 = line[2 * row_run + at:2 * row_run + at + run]
+                    o3 = line[3 * row_run + at:3 * row_run + at + run]
                     for e in range(run):
                         o0[e], o1[e], o2[e], o3[e] = _a_t(q0[e], q1[e], q2[e], q3[e], q4[e], q5[e])
         layout.from_tile_columns(full, 0, tiles_w, bias, y[n])
@@ -267,8 +271,9 @@ def output_transform_adjoint(dy, dM, bias_partial, tiles_h, tiles_w):
                     r0[e], r1[e], r2[e], r3[e], r4[e], r5[e] = _a(y0[e], y1[e], y2[e], y3[e])
             for a in range(6):  # then A^T along each of the six rows: dM[6a + b]
                 q0, q1, q2, q3 = rows[a, 0], rows[a, 1], rows[a, 2], rows[a, 3]
-                o0, o1, o2 = dm[6 * a, start:start + run], dm[6 * a + 1, start:start + run], dm[6 * a + 2, start:start + run]
-                o3, o4, o5 = dm[6 * a + 3, start:start + run], dm[6 * a + 4, start:start + run], dm[6 * a + 5, start:start + run]
+                tiles_here = slice(start, start + run)
+                o0, o1, o2 = dm[6 * a, tiles_here], dm[6 * a + 1, tiles_here], dm[6 * a + 2, tiles_here]
+                o3, o4, o5 = dm[6 * a + 3, tiles_here], dm[6 * a + 4, tiles_here], dm[6 * a + 5, tiles_here]
                 for e in range(run):
                     o0[e], o1[e], o2[e], o3[e], o4[e], o5[e] = _a(q0[e], q1[e], q2[e], q3[e])
 
@@ -301,9 +306,10 @@ def input_transform_adjoint(dV, dx, tiles_h, tiles_w):
             for tw0 in range(0, tiles_w, segment):
                 run = min(segment, tiles_w - tw0) * channels
                 start, at = (n * tiles + th * tiles_w + tw0) * channels, tw0 * channels
+                tiles_here = slice(start, start + run)
                 for j in range(6):  # dV[i, j] = dV[6i + j]
-                    v0, v1, v2 = dv[j, start:start + run], dv[6 + j, start:start + run], dv[12 + j, start:start + run]
-                    v3, v4, v5 = dv[18 + j, start:start + run], dv[24 + j, start:start + run], dv[30 + j, start:start + run]
+                    v0, v1, v2 = dv[j, tiles_here], dv[6 + j, tiles_here], dv[12 + j, tiles_here]
+                    v3, v4, v5 = dv[18 + j, tiles_here], dv[24 + j, tiles_here], dv[30 + j, tiles_here]
                     r0, r1, r2, r3, r4, r5 = rows[0, j], rows[1, j], rows[2, j], rows[3, j], rows[4, j], rows[5, j]
                     for e in range(run):
                         r0[e], r1[e], r2[e], r3[e], r4[e], r5[e] = _b(v0[e], v1[e], v2[e], v3[e], v4[e], v5[e])
