@@ -6,7 +6,7 @@ from minilottery import conv, gradcheck, nets
 from minilottery.kernels import batchnorm
 from minilottery.kernels import conv as conv_kernels
 from minilottery.kernels import convolution
-from minilottery.kernels import layout, winograd
+from minilottery.kernels import layout, winograd, winograd_tiles
 from minilottery.layers import Layer
 from twins import assert_twins_agree, run_without_jit
 
@@ -56,8 +56,8 @@ def kernel_arguments(name, rng, dtype, channels=(3, 4)):
     raise KeyError(name)
 
 
-TWINS = conv_kernels.TWINS + batchnorm.TWINS + winograd.TWINS + layout.TWINS
-CHANNELS_LAST = winograd.TWINS[2:] + layout.TWINS  # the kernels that vectorise across channels
+TWINS = conv_kernels.TWINS + batchnorm.TWINS + winograd.TWINS + winograd_tiles.TWINS + layout.TWINS
+CHANNELS_LAST = winograd_tiles.TWINS + layout.TWINS  # the kernels that vectorise across channels
 
 
 @pytest.mark.parametrize("dtype", [np.dtype(np.float32), np.dtype(np.float64)])
@@ -72,9 +72,9 @@ def test_kernel_matches_numpy_twin(fast, reference, dtype):
 @pytest.mark.parametrize("fast, reference", CHANNELS_LAST, ids=[k.__name__ for k, _ in CHANNELS_LAST])
 def test_channels_last_kernels_match_twins_across_blocks_of_channels(fast, reference, channels):
     """17 and 9 channels: two full blocks of 8 and a remainder, one block and a remainder;
-    100 and 90: segments of winograd.SEGMENT // C = 2 tiles, the last of the 3 across cut short."""
+    100 and 90: segments of winograd_tiles.SEGMENT // C = 2 tiles, the last of the 3 across cut short."""
     name = reference.__name__.removesuffix("_numpy")
-    assert winograd.SEGMENT // 100 == 2 and winograd.tile_grid(7, 10)[1] == 3
+    assert winograd_tiles.SEGMENT // 100 == 2 and winograd.tile_grid(7, 10)[1] == 3
     assert_twins_agree(fast, reference, lambda: kernel_arguments(name, np.random.default_rng(1), np.float32, channels),
                        1e-4)
 
@@ -195,13 +195,13 @@ def test_conv2d_gradients_accumulate_over_chunks(rng, monkeypatch):
 def test_a_wrong_conv_derivative_fails_the_check(rng, monkeypatch):
     layer = conv.Conv2d(4, 3, dtype=np.float64)
     layer.initialize(rng)
-    adjoint = winograd.input_transform_adjoint
+    adjoint = winograd_tiles.input_transform_adjoint
 
     def slightly_wrong(dV, dx, tiles_h, tiles_w):
         adjoint(dV, dx, tiles_h, tiles_w)
         dx[0, 0, 0, 0] *= 1.01
 
-    monkeypatch.setattr(winograd, "input_transform_adjoint", slightly_wrong)
+    monkeypatch.setattr(winograd_tiles, "input_transform_adjoint", slightly_wrong)
     with pytest.raises(AssertionError, match="input"):
         gradcheck.check_layer(layer, rng.standard_normal((1, 4, 4, 4)), limit=100)
 

@@ -16,8 +16,8 @@ and every engine computes them and their gradients with the same two methods:
   with respect to x, col2im, sums each column back onto the pixels it was read from.
   It serves strided and 1x1 convolutions (Resnet-18's downsampling) and a network's
   first layer (1 or 3 input channels, whose products are tiny).
-* ``Winograd``: F(4x4, 3x3) (winograd.py) for every other 3x3 "same" convolution, 4x
-  fewer multiplications than the direct sum and exact up to rounding. It works
+* ``Winograd``: F(4x4, 3x3) (winograd.py, winograd_tiles.py) for every other 3x3 "same"
+  convolution, 4x fewer multiplications than the direct sum and exact up to rounding. It works
   through the batch a few images at a time, one chunk per core (``threads.run_chunks``):
   each thread transforms its chunk, multiplies it with a single-threaded OpenBLAS and
   transforms it back, so the two cores share the whole layer instead of meeting at a
@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import threads
 from . import conv as kernels
-from . import winograd
+from . import winograd, winograd_tiles
 
 # Winograd runs over the batch a few images at a time so that the transformed tiles
 # V and products M (36 x channels x tiles) stay in cache between the transforms and
@@ -232,9 +232,9 @@ class Winograd:
             tiles = (images.stop - images.start) * tiles_h * tiles_w
             V = self.scratch(f"V{worker}", (36, tiles, channels), x.dtype)          # B^T d B per tile
             M = self.scratch(f"M{worker}", (36, tiles, out_channels), x.dtype)
-            winograd.input_transform(x[images], V, tiles_h, tiles_w)
+            winograd_tiles.input_transform(x[images], V, tiles_h, tiles_w)
             np.matmul(V, U_T, out=M)                                                # M_ξ = V_ξ U_ξ^T
-            winograd.output_transform(M, b, y[images], tiles_h, tiles_w)           # A^T M A + b
+            winograd_tiles.output_transform(M, b, y[images], tiles_h, tiles_w)           # A^T M A + b
 
         threads.run_chunks(n_images, chunk, work)
         return y
@@ -254,8 +254,8 @@ class Winograd:
             tiles = (images.stop - images.start) * tiles_h * tiles_w
             V = self.scratch(f"V{worker}", (36, tiles, channels), x.dtype)
             dM = self.scratch(f"M{worker}", (36, tiles, out_channels), x.dtype)
-            winograd.input_transform(x[images], V, tiles_h, tiles_w)  # recomputed: cheaper than keeping V
-            winograd.output_transform_adjoint(dy[images], dM, bias_partial[images], tiles_h, tiles_w)
+            winograd_tiles.input_transform(x[images], V, tiles_h, tiles_w)  # recomputed: cheaper than keeping V
+            winograd_tiles.output_transform_adjoint(dy[images], dM, bias_partial[images], tiles_h, tiles_w)
             dM_T = dM.transpose(0, 2, 1)                              # (36, K, tiles)
             if worker in dU_parts:
                 dU_chunk = self.scratch(f"dU_chunk{worker}", U.shape, x.dtype)
@@ -265,7 +265,7 @@ class Winograd:
                 dU_parts[worker] = np.matmul(dM_T, V, out=self.scratch(f"dU{worker}", U.shape, x.dtype))
             if need_dx:
                 np.matmul(dM, U, out=V)                               # dV_ξ = dM_ξ U_ξ
-                winograd.input_transform_adjoint(V, dx[images], tiles_h, tiles_w)
+                winograd_tiles.input_transform_adjoint(V, dx[images], tiles_h, tiles_w)
 
         threads.run_chunks(n_images, chunk, work)
         parts = list(dU_parts.values())

@@ -1,8 +1,8 @@
 """Channels-last copies of NCHW images with columns grouped by their place in a tile.
 
 minilottery's activations are NCHW: an image is C planes of H x W pixels. Winograd's
-tile transforms (winograd.py) work on every channel of a pixel at once, and on a whole
-row of 4-pixel-wide tiles at once, so they want each image as rows of
+tile transforms (winograd_tiles.py) work on every channel of a pixel at once, and on a
+whole row of 4-pixel-wide tiles at once, so they want each image as rows of
 
     out[r, slot(p) * C + c] = image[c, r, p],   slot(p) = (p % 4) * span + p // 4
 
