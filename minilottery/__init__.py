@@ -2,11 +2,11 @@
 
 Modules, in the order of the paper's method: datasets and idx (the data, Appendix C),
 layers, conv and nets (the networks of Figure 2), losses, optim and train (training
-and the early-stopping measurement), masks and pruning (step 3), experiment (an imp run's settings and its
-job graph), lottery (the four
-steps of "Identifying winning tickets" and the controls), rundir and files (the run
-folder), plots and report (the figures), sparse (sparse training), kernels (the
-Numba hot path).
+and the early-stopping measurement), masks and pruning (step 3), experiment (an imp
+run's settings and its job graph), lottery (the four steps of "Identifying winning
+tickets" and the controls), rundir and files (the run folder), plots and report (the
+figures), sparse and calibration (sparse training, and where it pays on this machine),
+kernels (the Numba hot path).
 """
 import os
 import sys

@@ -82,9 +82,10 @@ class Experiment:
     def config(self):
         """The experiment as config.json holds it (``from_config`` reads it back)."""
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "hp"}
-        thresholds = None if self.sparse_thresholds is None else list(self.sparse_thresholds)
+        if self.sparse_thresholds is not None:
+            values["sparse_thresholds"] = list(self.sparse_thresholds)
         return {"hyperparameters": self.hp.to_dict(), **values, "controls": list(self.controls),
-                "sparse_thresholds": thresholds, "versions": rundir.versions()}
+                "versions": rundir.versions()}
 
     @classmethod
     def from_config(cls, config, path="config.json"):
@@ -127,12 +128,12 @@ class Experiment:
         old constants for a run from before they were measured), else measured now for jobs on
         ``cores`` cores each (calibration.py; cached per machine)."""
         from . import calibration
+        kept = self.complete_config(started)["sparse_thresholds"] if started is not None else None
         if self.sparse != "auto":
             self.sparse_thresholds = None
-        elif started is not None:
-            kept = self.complete_config(started)["sparse_thresholds"]
-            self.sparse_thresholds = None if kept is None else tuple(float(v) for v in kept)
-        if self.sparse == "auto" and self.sparse_thresholds is None:
+        elif kept is not None:
+            self.sparse_thresholds = tuple(float(value) for value in kept)
+        else:
             self.sparse_thresholds = tuple(calibration.thresholds_on(cores)[:2])
         return self
 
