@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from minilottery import conv, gradcheck, nets
+from minilottery import conv, gradcheck, nets, threads
 from minilottery.kernels import batchnorm
 from minilottery.kernels import conv as conv_kernels
 from minilottery.kernels import convolution
@@ -40,6 +40,10 @@ def kernel_arguments(name, rng, dtype, channels=(3, 4)):
         return [normal(n, c, h, w), np.zeros((n, c * 9, 4 * 5), dtype), 3, 3, 2, 1]
     if name == "col2im":
         return [normal(n, c * 9, 4 * 5), np.zeros((n, c, h, w), dtype), 3, 3, 2, 1]
+    if name == "taps_last":
+        return [normal(k, c, 3, 2), np.zeros((3, k, 2, c), dtype)]
+    if name == "taps_first":
+        return [normal(3, k, 2, c), np.zeros((k, c, 3, 2), dtype)]
     if name == "maxpool_forward":
         return [normal(n, c, h, w), np.zeros((n, c, h // 2, w // 2), dtype), np.zeros((n, c, h // 2, w // 2), np.uint8), 2]
     if name == "maxpool_backward":
@@ -105,7 +109,7 @@ def test_filter_transform_and_its_adjoint():
     ((2, 4, 8, 8), 3, 1, 1),    # Winograd, whole tiles
     ((2, 4, 7, 10), 3, 1, 1),   # Winograd, tiles cut at the border
     ((2, 3, 8, 8), 3, 1, 1),    # im2col: an image's 3 channels (the first layer)
-    ((2, 4, 3, 2), 3, 1, 1),    # im2col: smaller than one Winograd tile
+    ((2, 4, 3, 2), 3, 1, 1),    # taps: smaller than one Winograd tile
     ((2, 4, 8, 8), 3, 2, 1),    # im2col: Resnet's downsampling conv
     ((2, 4, 8, 8), 1, 2, 0),    # im2col: the projection shortcut
     ((1, 2, 6, 5), 5, 1, 2),    # im2col: a general kernel
@@ -123,22 +127,52 @@ def test_conv2d_equals_direct_loop(shape, kernel, stride, padding, rng):
 ENGINE_CASES = [((2, 5, 9, 7), 3, 1, 1), ((2, 3, 8, 8), 3, 1, 1), ((2, 6, 9, 9), 3, 2, 1), ((2, 4, 6, 6), 1, 2, 0),
                 ((1, 8, 3, 3), 3, 1, 1), ((2, 4, 7, 10), 1, 1, 0),
                 ((2, 2, 16, 16), 1, 1, 0)]  # 256 pixels: Im2col's weight gradient a product per image
+# Taps: stride-1 maps below a Winograd tile, VGG-19's 2x2 among them, with taps that read only
+# padding (1x1), a map narrower than the kernel (2x5), and a general kernel
+TAPS_CASES = [((2, 5, 2, 2), 3, 1, 1), ((2, 5, 1, 1), 3, 1, 1), ((2, 4, 2, 5), 3, 1, 1), ((1, 8, 3, 3), 3, 1, 1),
+              ((2, 3, 3, 2), 5, 1, 2), ((2, 4, 3, 3), 1, 1, 0)]
+
+
+def make_engine(engine, stride, padding):
+    if engine == "Winograd":
+        return convolution.Winograd()
+    if engine == "Taps":
+        return convolution.Taps(padding)
+    return convolution.Im2col(stride, padding)
 
 
 @pytest.mark.parametrize("engine, shape, kernel, stride, padding",
                          [("Im2col", *case) for case in ENGINE_CASES] +
-                         [("Winograd", *case) for case in ENGINE_CASES if case[1:] == (3, 1, 1)])  # its one shape
+                         [("Winograd", *case) for case in ENGINE_CASES if case[1:] == (3, 1, 1)] +  # its one shape
+                         [("Taps", *case) for case in TAPS_CASES])
 def test_every_engine_agrees_with_the_direct_loop_forward_and_backward(engine, shape, kernel, stride, padding, rng):
     """Each engine's y, dx, dw and db against the reference engine's (float64)."""
     x = rng.standard_normal(shape)
     w, b = rng.standard_normal((5, shape[1], kernel, kernel)), rng.standard_normal(5)
-    fast = getattr(convolution, engine)() if engine == "Winograd" else convolution.Im2col(stride, padding)
-    reference = convolution.Direct(stride, padding)
+    fast, reference = make_engine(engine, stride, padding), convolution.Direct(stride, padding)
     y = fast.forward(x, w, b)
     np.testing.assert_allclose(y, reference.forward(x, w, b), atol=1e-10)
     dy = rng.standard_normal(y.shape)
     for mine, theirs, name in zip(fast.backward(dy, x, w), reference.backward(dy, x, w), ("dx", "dw", "db")):
         np.testing.assert_allclose(mine, theirs, atol=1e-10, err_msg=name)
+
+
+def test_taps_split_over_the_pool_agree_with_the_direct_loop(rng, monkeypatch):
+    """VGG-19's 2x2 case at a size whose products threads.matmul splits over two threads,
+    writing into strided views of its outputs (float32 against the float64 definition)."""
+    monkeypatch.setattr(threads, "WORKERS", 2)
+    x = rng.standard_normal((64, 256, 2, 2)).astype(np.float32)
+    w, b = rng.standard_normal((256, 256, 3, 3)).astype(np.float32) / 48, rng.standard_normal(256).astype(np.float32)
+    reference = convolution.Direct(1, 1)
+    with threads.pool_owns_cores():
+        fast = convolution.Taps(1)
+        y = fast.forward(x, w, b)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        mine = fast.backward(dy, x, w)
+    np.testing.assert_allclose(y, reference.forward(*(a.astype(np.float64) for a in (x, w, b))), atol=1e-4)
+    theirs = reference.backward(dy.astype(np.float64), x.astype(np.float64), w.astype(np.float64))
+    for m, t, name in zip(mine, theirs, ("dx", "dw", "db")):
+        np.testing.assert_allclose(m, t, rtol=1e-4, atol=1e-3, err_msg=name)
 
 
 @pytest.mark.parametrize("shape, kernel, stride, padding", ENGINE_CASES[:4])
