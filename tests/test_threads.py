@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from minilottery import nets, threads
+from minilottery.kernels import winograd
 
 
 @pytest.fixture
@@ -39,6 +40,20 @@ def test_matmul_each_splits_images_inside_the_pool(always_split, rng):
         y = threads.matmul_each(w, cols)
     assert always_split == [(5, 3)]
     np.testing.assert_allclose(y, np.matmul(w, cols), rtol=1e-12)
+
+
+def test_winograds_filter_transforms_split_inside_the_pool(always_split, rng):
+    g, dU = rng.standard_normal((5, 3, 3, 3)), rng.standard_normal((36, 5, 3))
+    U, dg = np.empty((36, 5, 3)), np.empty((5, 3, 3, 3))
+    U_twin, dg_twin = np.empty_like(U), np.empty_like(dg)
+    with threads.pool_owns_cores():
+        winograd.filter_transform(g, U)
+        winograd.filter_transform_adjoint(dU, dg)
+    assert len(always_split) == 2
+    winograd.filter_transform_numpy(g, U_twin)
+    winograd.filter_transform_adjoint_numpy(dU, dg_twin)
+    np.testing.assert_allclose(U, U_twin, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dg, dg_twin, rtol=1e-12, atol=1e-12)
 
 
 def test_only_winograd_networks_take_the_cores_from_openblas():

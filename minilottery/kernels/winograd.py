@@ -36,6 +36,7 @@ spelled-out coefficients.
 """
 import numpy as np
 
+from .. import threads
 from . import jit
 
 TILE, ALPHA = 4, 6  # output tile m = 4; input tile alpha = m + r - 1 = 6 for a 3x3 filter r = 3
@@ -124,8 +125,11 @@ G_KRON = {np.dtype(np.float32): np.kron(G, G).astype(np.float32), np.dtype(np.fl
 
 
 def filter_transform(g, U):
-    """U[6i + j, k, c] = (G g G^T)[i, j] for every filter g = w[k, c] (3x3), as U = (G ⊗ G) g."""
-    np.matmul(G_KRON[g.dtype], g.reshape(-1, 9).T, out=U.reshape(36, -1))
+    """U[6i + j, k, c] = (G g G^T)[i, j] for every filter g = w[k, c] (3x3), as U = (G ⊗ G) g.
+
+    A product with an inner dimension of 9 is bound by writing U, 38 MB for VGG-19's
+    512-channel layers: over the pool (threads.matmul) that took 3.4 ms, on one thread 5.7."""
+    threads.matmul(G_KRON[g.dtype], g.reshape(-1, 9).T, out=U.reshape(36, -1))
 
 
 def filter_transform_numpy(g, U):
@@ -140,7 +144,7 @@ def filter_transform_adjoint_numpy(dU, dg):
 
 def filter_transform_adjoint(dU, dg):
     """dg[k, c] = G^T dU G, the gradient of filter_transform: dg = (G ⊗ G)^T dU."""
-    np.matmul(dU.reshape(36, -1).T, G_KRON[dg.dtype], out=dg.reshape(-1, 9))
+    threads.matmul(dU.reshape(36, -1).T, G_KRON[dg.dtype], out=dg.reshape(-1, 9))  # 512 channels: 7.1 -> 4.3 ms
 
 
 TWINS = [
