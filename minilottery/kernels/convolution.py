@@ -352,10 +352,14 @@ class Winograd:
                 winograd_tiles.input_transform_adjoint(V, dx[images], tiles_h, tiles_w)
 
         threads.run_chunks(n_images, chunk, work)
-        parts = list(dU_parts.values())
-        dU = parts[0]
-        for part in parts[1:]:
-            dU += part
+        dU, *others = dU_parts.values()
+
+        def add_partial_sums(worker, xi):  # 38 MB each for 512 channels: 2.7 ms on one thread
+            for part in others:
+                dU[xi] += part[xi]
+
+        if others:
+            threads.run_chunks(36, -(-36 // threads.WORKERS), add_partial_sums)
         dw = np.empty_like(w) if dw is None else dw
         winograd.filter_transform_adjoint(dU, dw)  # dg = G^T dU G
         return dx, dw, bias_partial.sum(axis=0)
