@@ -268,6 +268,16 @@ def test_batchnorm_statistics(rng):
     np.testing.assert_allclose(layer.forward(x, train=False), expected)
 
 
+def test_batchnorm_statistics_do_not_cancel_far_from_zero(rng):
+    """Sums of x and x² in float64 would lose a variance of 1e-4 at a mean of 100,000 (1e14 times it)."""
+    x = (100_000 + 0.01 * rng.standard_normal((8, 3, 5, 5))).astype(np.float32)
+    mean, var = np.empty(3, np.float32), np.empty(3, np.float32)
+    batchnorm.channel_statistics(x, mean, var)
+    exact = x.astype(np.float64)
+    np.testing.assert_allclose(mean, exact.mean(axis=(0, 2, 3)), rtol=1e-7)
+    np.testing.assert_allclose(var, exact.var(axis=(0, 2, 3)), rtol=1e-3)
+
+
 def test_global_average_pool_gradients(rng):
     gradcheck.check_layer(conv.GlobalAvgPool(), rng.standard_normal((2, 3, 4, 5)))
 
