@@ -21,6 +21,7 @@ import contextlib
 import numpy as np
 
 from . import hparams, threads
+from .kernels import one_numba_thread
 from .layers import Dense, Dropout, Flatten, ReLU
 
 MNIST_SHAPE = (1, 28, 28)
@@ -112,11 +113,15 @@ class Network:
         from . import sparse
         self.sparse = mode
         self.sparse_update = sparse.compress(self, mode)
+        self.sparse_layers = any(getattr(leaf, "sparse", None) is not None for _, leaf in self.leaves)
 
     def cores(self):
         """The threading a pass runs under: a network with Winograd convolutions spreads
-        its work over minilottery's own pool, Lenet over OpenBLAS's threads (threads.py)."""
-        return threads.pool_owns_cores() if self.pool_threads else contextlib.nullcontext()
+        its work over minilottery's own pool, Lenet over OpenBLAS's threads (threads.py),
+        and Lenet's sparse layers, each a kernel on one thread, set Numba's count once."""
+        if self.pool_threads:
+            return threads.pool_owns_cores()
+        return one_numba_thread() if self.sparse_layers else contextlib.nullcontext()
 
     def forward(self, x, train=False):
         with self.cores():

@@ -152,6 +152,26 @@ def test_auto_picks_sparse_below_the_threshold_and_set_mask_rebuilds():
         net.set_sparse("sometimes")
 
 
+def test_a_sparse_pass_sets_numbas_thread_count_once_and_restores_it(rng, monkeypatch):
+    """Each sparse kernel runs on one thread; a pass of three of them sets the count once."""
+    import numba
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has one thread here")
+    net = nets.build("lenet", seed=0, sparse="on")
+    calls, real, previous = [], numba.set_num_threads, numba.get_num_threads()
+    monkeypatch.setattr(numba, "set_num_threads", lambda n: calls.append(n) or real(n))
+    try:
+        real(2)
+        logits = net.forward(rng.random((60, 1, 28, 28), dtype=np.float32), train=True)
+        net.backward(np.ones_like(logits))
+        assert calls == [1, 2, 1, 2] and numba.get_num_threads() == 2  # forward, backward: set, restore
+        real(1)
+        net.forward(rng.random((60, 1, 28, 28), dtype=np.float32), train=True)
+        assert calls == [1, 2, 1, 2]  # already one thread (a worker of --workers 2): nothing to set
+    finally:
+        real(previous)
+
+
 @pytest.mark.parametrize("optimizer, mode, density", [("adam", "on", 0.05), ("momentum", "on", 0.05),
                                                       ("adam", "auto", 0.07)])  # auto: BLAS evaluation
 def test_training_curves_match_dense_mode(mnist, optimizer, mode, density):

@@ -6,6 +6,7 @@ the tests assert that each pair agrees. With ``NUMBA_DISABLE_JIT=1`` the kernels
 run as ordinary Python, which is slow but still correct. Compiled kernels are
 cached on disk (``cache=True``), so only the first run pays for compilation.
 """
+import contextlib
 import ctypes
 
 from .. import set_environment
@@ -64,11 +65,30 @@ def single_threaded(kernel, *args):
     The optimizer kernels use ``prange`` because it is what lets LLVM vectorise a
     loop over five arrays (a plain loop needs more run-time alias checks than it
     allows), but handing the loop to a second thread costs more than it saves
-    beside OpenBLAS, whose threads then compete for the same two cores.
+    beside OpenBLAS, whose threads then compete for the same two cores. Setting
+    the thread count and back costs ~3 us, so a caller already on one thread
+    (a worker of ``imp --workers 2``, or inside ``one_numba_thread``) skips it.
     """
     previous = numba.get_num_threads()
+    if previous == 1:
+        return kernel(*args)
     numba.set_num_threads(1)
     try:
         return kernel(*args)
+    finally:
+        numba.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def one_numba_thread():
+    """Numba's parallel kernels on one thread inside the block: a whole pass of a network
+    whose sparse layers call several of them pays for the thread count once."""
+    previous = numba.get_num_threads()
+    if previous == 1:
+        yield
+        return
+    numba.set_num_threads(1)
+    try:
+        yield
     finally:
         numba.set_num_threads(previous)
