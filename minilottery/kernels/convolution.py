@@ -231,11 +231,15 @@ class Taps:
         pixels = np.ascontiguousarray(x.transpose(0, 2, 3, 1))     # (N, H, W, C)
         y = np.empty((out_h, out_w, n_images, out_channels), x.dtype)
         y[...] = b
-        part = self.scratch("part", (n_images, out_channels), x.dtype)
-        for i, j, r, a, columns, tap_columns in self._pieces(x, w):
-            threads.matmul(pixels[:, r, columns].reshape(n_images, -1),
-                           taps[a, :, tap_columns].reshape(out_channels, -1).T, out=part)
-            y[i, j] += part
+
+        def work(worker, ks):  # each thread its share of the output channels, every product
+            part = self.scratch(f"part{worker}", (n_images, ks.stop - ks.start), x.dtype)
+            for i, j, r, a, columns, tap_columns in self._pieces(x, w):
+                np.matmul(pixels[:, r, columns].reshape(n_images, -1),
+                          taps[a, ks, tap_columns].reshape(ks.stop - ks.start, -1).T, out=part)
+                y[i, j, :, ks] += part
+
+        threads.run_chunks(out_channels, -(-out_channels // threads.WORKERS), work)
         return np.ascontiguousarray(y.transpose(2, 3, 0, 1))
 
     def backward(self, dy, x, w, need_dx=True, dw=None):
@@ -246,6 +250,7 @@ class Taps:
         pixels = np.ascontiguousarray(x.transpose(0, 2, 3, 1))     # (N, H, W, C)
         grads = np.ascontiguousarray(dy.transpose(2, 3, 0, 1))     # (Ho, Wo, N, K)
         dtaps = self.scratch("dtaps", (kernel_h, out_channels, kernel_w, x.shape[1]), x.dtype)
+        stacked = {}  # tap (a, b) -> the pixels it reads and the gradients of the outputs it reaches
         for a in range(kernel_h):
             for b in range(kernel_w):
                 reached = [(i, j) for i in range(out_h) for j in range(out_w)
@@ -253,20 +258,28 @@ class Taps:
                 if not reached:  # a tap that only ever reads padding
                     dtaps[a, :, b] = 0
                     continue
-                inputs = np.concatenate([pixels[:, i + a - p, j + b - p] for i, j in reached])   # (P N, C)
-                outputs = np.concatenate([grads[i, j] for i, j in reached])                      # (P N, K)
-                threads.matmul(outputs.T, inputs, out=dtaps[a, :, b])                          # dW_ab (K, C)
+                stacked[a, b] = (np.concatenate([pixels[:, i + a - p, j + b - p] for i, j in reached]),  # (P N, C)
+                                 np.concatenate([grads[i, j] for i, j in reached]))                      # (P N, K)
+
+        def weight_gradient(worker, ks):  # dW_ab = dY^T X for each thread's output channels
+            for (a, b), (inputs, outputs) in stacked.items():
+                np.matmul(outputs[:, ks].T, inputs, out=dtaps[a, ks, b])
+
+        threads.run_chunks(out_channels, -(-out_channels // threads.WORKERS), weight_gradient)
         dw = np.empty_like(w) if dw is None else dw
         kernels.taps_first(dtaps, dw)
-        dx = None
-        if need_dx:
-            taps = self._taps(w)
-            dpixels = np.zeros_like(pixels)
+        if not need_dx:
+            return None, dw, dy.sum(axis=(0, 2, 3))
+        taps = self._taps(w)
+        dpixels = np.zeros_like(pixels)
+
+        def input_gradient(worker, images):  # each thread its images, every product
             for i, j, r, a, columns, tap_columns in self._pieces(x, w):
-                dpixels[:, r, columns].reshape(n_images, -1)[...] += threads.matmul(
-                    grads[i, j], taps[a, :, tap_columns].reshape(out_channels, -1))
-            dx = np.ascontiguousarray(dpixels.transpose(0, 3, 1, 2))
-        return dx, dw, dy.sum(axis=(0, 2, 3))
+                dpixels[images, r, columns].reshape(images.stop - images.start, -1)[...] += (
+                    grads[i, j, images] @ taps[a, :, tap_columns].reshape(out_channels, -1))
+
+        threads.run_chunks(n_images, -(-n_images // threads.WORKERS), input_gradient)
+        return np.ascontiguousarray(dpixels.transpose(0, 3, 1, 2)), dw, dy.sum(axis=(0, 2, 3))
 
 
 # ---------------------------------------------------------------------------- Winograd F(4x4, 3x3)
