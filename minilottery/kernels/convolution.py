@@ -371,8 +371,10 @@ class Winograd:
             for part in others:
                 dU[xi] += part[xi]
 
-        if others:
+        if others and dU.size >= threads.SPLIT_VALUES:  # below, a hand-out (~0.1 ms here) costs more
             threads.run_chunks(36, -(-36 // threads.WORKERS), add_partial_sums)
+        else:
+            add_partial_sums(0, slice(None))
         dw = np.empty_like(w) if dw is None else dw
         winograd.filter_transform_adjoint(dU, dw)  # dg = G^T dU G
         return dx, dw, bias_partial.sum(axis=0)
