@@ -6,7 +6,7 @@ from minilottery import conv, gradcheck, nets, threads
 from minilottery.kernels import batchnorm
 from minilottery.kernels import conv as conv_kernels
 from minilottery.kernels import convolution
-from minilottery.kernels import layout, winograd, winograd_tiles
+from minilottery.kernels import layout, taps, winograd, winograd_tiles
 from minilottery.layers import Layer
 from twins import assert_twins_agree, run_without_jit
 
@@ -60,7 +60,7 @@ def kernel_arguments(name, rng, dtype, channels=(3, 4)):
     raise KeyError(name)
 
 
-TWINS = conv_kernels.TWINS + batchnorm.TWINS + winograd.TWINS + winograd_tiles.TWINS + layout.TWINS
+TWINS = conv_kernels.TWINS + taps.TWINS + batchnorm.TWINS + winograd.TWINS + winograd_tiles.TWINS + layout.TWINS
 CHANNELS_LAST = winograd_tiles.TWINS + layout.TWINS  # the kernels that vectorise across channels
 
 
@@ -137,7 +137,7 @@ def make_engine(engine, stride, padding):
     if engine == "Winograd":
         return convolution.Winograd()
     if engine == "Taps":
-        return convolution.Taps(padding)
+        return taps.Taps(padding)
     return convolution.Im2col(stride, padding)
 
 
@@ -165,7 +165,7 @@ def test_taps_split_over_the_pool_agree_with_the_direct_loop(rng, monkeypatch):
     w, b = rng.standard_normal((256, 256, 3, 3)).astype(np.float32) / 48, rng.standard_normal(256).astype(np.float32)
     reference = convolution.Direct(1, 1)
     with threads.pool_owns_cores():
-        fast = convolution.Taps(1)
+        fast = taps.Taps(1)
         y = fast.forward(x, w, b)
         dy = rng.standard_normal(y.shape).astype(np.float32)
         mine = fast.backward(dy, x, w)

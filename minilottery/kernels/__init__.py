@@ -16,6 +16,7 @@ from .. import set_environment
 set_environment("OMP_WAIT_POLICY", "PASSIVE")
 
 import numba  # noqa: E402  (after the environment variable above)
+import numpy as np  # noqa: E402
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt(3)
 KEEP_BYTES = 1 << 30
@@ -57,6 +58,21 @@ jit_inline = numba.njit(cache=True, fastmath=FASTMATH, error_model="numpy", inli
 # 3-5x slower on x86. 1e-30 is far above the denormal range (< 1.2e-38) and far
 # below anything that changes an update.
 FLUSH_BELOW = 1e-30
+
+
+class Scratch:
+    """Work arrays by name, reusing the same memory on every call."""
+
+    def __init__(self):
+        self.arrays = {}
+
+    def __call__(self, name, shape, dtype):
+        """A C-contiguous array of ``shape`` (its contents are whatever was there)."""
+        size = int(np.prod(shape))
+        flat = self.arrays.get(name)
+        if flat is None or flat.size < size or flat.dtype != dtype:
+            flat = self.arrays[name] = np.empty(size, dtype)
+        return flat[:size].reshape(shape)
 
 
 def single_threaded(kernel, *args):

@@ -3,11 +3,10 @@
 im2col turns the receptive field of each output pixel of a convolution into a column,
 so that the convolution is one matrix product per image, y[n] = W cols[n], done by BLAS
 (``convolution.Im2col``); col2im, its adjoint, sums each column back onto the pixels it
-was read from. taps_last lays a kernel out tap row by tap row, channels last, for the
-products of ``convolution.Taps``. The paper's max-pool is 2x2 with stride 2.
+was read from. The paper's max-pool is 2x2 with stride 2.
 
-Each Numba kernel works in place, runs in parallel over (image, channel) planes
-(the taps kernels: over output channels), and has a NumPy twin ``<name>_numpy`` of the same signature; ``TWINS`` lists them.
+Each Numba kernel works in place, runs in parallel over (image, channel) planes,
+and has a NumPy twin ``<name>_numpy`` of the same signature; ``TWINS`` lists them.
 """
 import numpy as np
 from numba import prange
@@ -19,6 +18,13 @@ from . import jit, jit_parallel
 def output_size(size, kernel, stride, padding):
     """Number of output positions along one axis."""
     return (size + 2 * padding - kernel) // stride + 1
+
+
+def output_shape(x, w, stride, padding):
+    """(N, K, Ho, Wo) of the convolution of x (N, C, H, W) with w (K, C, kh, kw)."""
+    out_h = output_size(x.shape[2], w.shape[2], stride, padding)
+    out_w = output_size(x.shape[3], w.shape[3], stride, padding)
+    return x.shape[0], w.shape[0], out_h, out_w  # (N, K, Ho, Wo)
 
 
 # ----------------------------------------------------------------------------- im2col
@@ -85,40 +91,6 @@ def col2im_numpy(cols, dx, kernel_h, kernel_w, stride, padding):
     dx[...] = padded[:, :, padding:padding + height, padding:padding + width]
 
 
-# ----------------------------------------------------------------------------- taps, channels last
-
-@jit_parallel
-def taps_last(w, taps):
-    """taps[a, k, b, c] = w[k, c, a, b]: for each row a of the kernel, every output channel's
-    taps b with the input channels contiguous, so that the taps b0:b1 of row a are one
-    matrix (K, (b1 - b0) C) whose rows are kw C apart (``convolution.Taps``)."""
-    out_channels, channels, kernel_h, kernel_w = w.shape
-    for k in prange(out_channels):
-        for a in range(kernel_h):
-            for b in range(kernel_w):
-                for c in range(channels):
-                    taps[a, k, b, c] = w[k, c, a, b]
-
-
-def taps_last_numpy(w, taps):
-    taps[...] = w.transpose(2, 0, 3, 1)
-
-
-@jit_parallel
-def taps_first(taps, w):
-    """The inverse of taps_last: w[k, c, a, b] = taps[a, k, b, c]."""
-    out_channels, channels, kernel_h, kernel_w = w.shape
-    for k in prange(out_channels):
-        for a in range(kernel_h):
-            for b in range(kernel_w):
-                for c in range(channels):
-                    w[k, c, a, b] = taps[a, k, b, c]
-
-
-def taps_first_numpy(taps, w):
-    w[...] = taps.transpose(1, 3, 0, 2)
-
-
 # ----------------------------------------------------------------------------- max-pooling
 
 @jit_parallel
@@ -171,8 +143,6 @@ def maxpool_backward_numpy(dy, argmax, dx, size):
 TWINS = [
     (im2col, im2col_numpy),
     (col2im, col2im_numpy),
-    (taps_last, taps_last_numpy),
-    (taps_first, taps_first_numpy),
     (maxpool_forward, maxpool_forward_numpy),
     (maxpool_backward, maxpool_backward_numpy),
 ]

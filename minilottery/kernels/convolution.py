@@ -16,8 +16,8 @@ and every engine computes them and their gradients with the same two methods:
   with respect to x, col2im, sums each column back onto the pixels it was read from.
   It serves strided and 1x1 convolutions (Resnet-18's downsampling) and a network's
   first layer (1 or 3 input channels, whose products are tiny).
-* ``Taps``: stride-1 convolutions of maps smaller than a Winograd tile, channels last, by
-  products over only the taps that fall on the map (on a 2x2 map, 4 of a 3x3 kernel's 9).
+* ``Taps`` (taps.py): stride-1 convolutions of maps smaller than a Winograd tile, channels
+  last, by products over only the taps that fall on the map (on a 2x2 map, 4 of a 3x3 kernel's 9).
 * ``Winograd``: F(4x4, 3x3) (winograd.py, winograd_tiles.py) for every other 3x3 "same"
   convolution, 4x fewer multiplications than the direct sum and exact up to rounding. It works
   through the batch a few images at a time, one chunk per core (``threads.run_chunks``):
@@ -32,8 +32,11 @@ calls, and ``backward`` reuses what the forward pass of the same x and w compute
 import numpy as np
 
 from .. import threads
+from . import Scratch
 from . import conv as kernels
 from . import winograd, winograd_tiles
+from .conv import output_shape
+from .taps import Taps
 
 # Winograd runs over the batch a few images at a time so that the transformed tiles
 # V and products M (36 x channels x tiles) stay in cache between the transforms and
@@ -61,27 +64,6 @@ def choose(in_channels, kernel_size, stride, padding):
     if (kernel_size, stride, padding) == (3, 1, 1) and in_channels >= WINOGRAD_MIN_CHANNELS:
         return Winograd()
     return Im2col(stride, padding)
-
-
-class Scratch:
-    """Work arrays by name, reusing the same memory on every call."""
-
-    def __init__(self):
-        self.arrays = {}
-
-    def __call__(self, name, shape, dtype):
-        """A C-contiguous array of ``shape`` (its contents are whatever was there)."""
-        size = int(np.prod(shape))
-        flat = self.arrays.get(name)
-        if flat is None or flat.size < size or flat.dtype != dtype:
-            flat = self.arrays[name] = np.empty(size, dtype)
-        return flat[:size].reshape(shape)
-
-
-def output_shape(x, w, stride, padding):
-    out_h = kernels.output_size(x.shape[2], w.shape[2], stride, padding)
-    out_w = kernels.output_size(x.shape[3], w.shape[3], stride, padding)
-    return x.shape[0], w.shape[0], out_h, out_w  # (N, K, Ho, Wo)
 
 
 # ---------------------------------------------------------------------------- the reference
@@ -185,101 +167,6 @@ class Im2col:
             dx = np.empty_like(x)
             kernels.col2im(dcols, dx, w.shape[2], w.shape[3], self.stride, self.padding)
         return dx, dw, dy.sum(axis=(0, 2))
-
-
-# ---------------------------------------------------------------------------- taps on small maps
-
-class Taps:
-    """Stride-1 convolutions of maps smaller than a Winograd tile (VGG-19's last stage: 2x2), by
-    products over only the taps that fall on the map, channels last.
-
-    On a 2x2 map, 5 of a 3x3 kernel's 9 taps read padding for every output pixel, and
-    im2col multiplies those zeros too. Here output pixel (i, j), for each input row r it
-    reads, adds one product: that row's pixels in reach, (N, nb C), times the matching taps
-    of kernel row a = r - i + p, laid out (kh, K, kw, C) by ``taps_last`` so that they are
-    one matrix (K, nb C). The weight gradient of tap (a, b) is one product over every
-    output pixel it reaches: dW_ab = dY^T X, the pixels stacked image after image.
-    VGG-19's 512-channel 2x2 layers, 64 images, one thread each: forward 12.1 -> 6.2 ms.
-    """
-
-    def __init__(self, padding=1):
-        self.padding = padding
-        self.scratch, self.taps_of = Scratch(), None
-
-    def _taps(self, w):
-        taps = self.scratch("taps", (w.shape[2], w.shape[0], w.shape[3], w.shape[1]), w.dtype)  # (kh, K, kw, C)
-        if self.taps_of is not w:
-            kernels.taps_last(w, taps)
-            self.taps_of = w
-        return taps
-
-    def _pieces(self, x, w):
-        """(i, j, r, a, input columns, tap columns) of every product: output pixel (i, j) reads
-        input row r through kernel row a, and the columns in reach through those taps."""
-        height, width = x.shape[2:]
-        (_, _, kernel_h, kernel_w), p = w.shape, self.padding
-        for i in range(height + 2 * p - kernel_h + 1):
-            for j in range(width + 2 * p - kernel_w + 1):
-                first, last = max(0, j - p), min(width, j - p + kernel_w)
-                for r in range(max(0, i - p), min(height, i - p + kernel_h)):
-                    yield i, j, r, r - i + p, slice(first, last), slice(first - j + p, last - j + p)
-
-    def forward(self, x, w, b):
-        n_images, out_channels, out_h, out_w = output_shape(x, w, 1, self.padding)
-        self.taps_of = None  # w may have changed since the last step
-        taps = self._taps(w)
-        pixels = np.ascontiguousarray(x.transpose(0, 2, 3, 1))     # (N, H, W, C)
-        y = np.empty((out_h, out_w, n_images, out_channels), x.dtype)
-        y[...] = b
-
-        def work(worker, ks):  # each thread its share of the output channels, every product
-            part = self.scratch(f"part{worker}", (n_images, ks.stop - ks.start), x.dtype)
-            for i, j, r, a, columns, tap_columns in self._pieces(x, w):
-                np.matmul(pixels[:, r, columns].reshape(n_images, -1),
-                          taps[a, ks, tap_columns].reshape(ks.stop - ks.start, -1).T, out=part)
-                y[i, j, :, ks] += part
-
-        threads.run_chunks(out_channels, -(-out_channels // threads.WORKERS), work)
-        return np.ascontiguousarray(y.transpose(2, 3, 0, 1))
-
-    def backward(self, dy, x, w, need_dx=True, dw=None):
-        n_images, out_channels = dy.shape[:2]
-        (_, _, kernel_h, kernel_w), p = w.shape, self.padding
-        height, width = x.shape[2:]
-        out_h, out_w = dy.shape[2:]
-        pixels = np.ascontiguousarray(x.transpose(0, 2, 3, 1))     # (N, H, W, C)
-        grads = np.ascontiguousarray(dy.transpose(2, 3, 0, 1))     # (Ho, Wo, N, K)
-        dtaps = self.scratch("dtaps", (kernel_h, out_channels, kernel_w, x.shape[1]), x.dtype)
-        stacked = {}  # tap (a, b) -> the pixels it reads and the gradients of the outputs it reaches
-        for a in range(kernel_h):
-            for b in range(kernel_w):
-                reached = [(i, j) for i in range(out_h) for j in range(out_w)
-                           if 0 <= i + a - p < height and 0 <= j + b - p < width]
-                if not reached:  # a tap that only ever reads padding
-                    dtaps[a, :, b] = 0
-                    continue
-                stacked[a, b] = (np.concatenate([pixels[:, i + a - p, j + b - p] for i, j in reached]),  # (P N, C)
-                                 np.concatenate([grads[i, j] for i, j in reached]))                      # (P N, K)
-
-        def weight_gradient(worker, ks):  # dW_ab = dY^T X for each thread's output channels
-            for (a, b), (inputs, outputs) in stacked.items():
-                np.matmul(outputs[:, ks].T, inputs, out=dtaps[a, ks, b])
-
-        threads.run_chunks(out_channels, -(-out_channels // threads.WORKERS), weight_gradient)
-        dw = np.empty_like(w) if dw is None else dw
-        kernels.taps_first(dtaps, dw)
-        if not need_dx:
-            return None, dw, dy.sum(axis=(0, 2, 3))
-        taps = self._taps(w)
-        dpixels = np.zeros_like(pixels)
-
-        def input_gradient(worker, images):  # each thread its images, every product
-            for i, j, r, a, columns, tap_columns in self._pieces(x, w):
-                dpixels[images, r, columns].reshape(images.stop - images.start, -1)[...] += (
-                    grads[i, j, images] @ taps[a, :, tap_columns].reshape(out_channels, -1))
-
-        threads.run_chunks(n_images, -(-n_images // threads.WORKERS), input_gradient)
-        return np.ascontiguousarray(dpixels.transpose(0, 3, 1, 2)), dw, dy.sum(axis=(0, 2, 3))
 
 
 # ---------------------------------------------------------------------------- Winograd F(4x4, 3x3)
