@@ -18,31 +18,33 @@ from .conv import output_shape
 
 
 @jit_parallel
-def taps_last(w, taps):
-    """taps[a, k, b, c] = w[k, c, a, b]: for each row a of the kernel, every output channel's
-    taps b with the input channels contiguous, so that the taps b0:b1 of row a are one
-    matrix (K, (b1 - b0) C) whose rows are kw C apart (``Taps``)."""
+def _copy_taps(w, taps, into_taps):
+    """taps[a, k, b, c] = w[k, c, a, b] if into_taps, else the reverse copy (one loop, unswitched by LLVM)."""
     out_channels, channels, kernel_h, kernel_w = w.shape
     for k in prange(out_channels):
         for a in range(kernel_h):
             for b in range(kernel_w):
                 for c in range(channels):
-                    taps[a, k, b, c] = w[k, c, a, b]
+                    if into_taps:
+                        taps[a, k, b, c] = w[k, c, a, b]
+                    else:
+                        w[k, c, a, b] = taps[a, k, b, c]
+
+
+def taps_last(w, taps):
+    """taps[a, k, b, c] = w[k, c, a, b]: for each row a of the kernel, every output channel's
+    taps b with the input channels contiguous, so that the taps b0:b1 of row a are one
+    matrix (K, (b1 - b0) C) whose rows are kw C apart (``Taps``)."""
+    _copy_taps(w, taps, True)
 
 
 def taps_last_numpy(w, taps):
     taps[...] = w.transpose(2, 0, 3, 1)
 
 
-@jit_parallel
 def taps_first(taps, w):
     """The inverse of taps_last: w[k, c, a, b] = taps[a, k, b, c]."""
-    out_channels, channels, kernel_h, kernel_w = w.shape
-    for k in prange(out_channels):
-        for a in range(kernel_h):
-            for b in range(kernel_w):
-                for c in range(channels):
-                    w[k, c, a, b] = taps[a, k, b, c]
+    _copy_taps(w, taps, False)
 
 
 def taps_first_numpy(taps, w):
