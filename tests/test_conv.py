@@ -169,6 +169,9 @@ def test_taps_split_over_the_pool_agree_with_the_direct_loop(rng, monkeypatch):
         y = fast.forward(x, w, b)
         dy = rng.standard_normal(y.shape).astype(np.float32)
         mine = fast.backward(dy, x, w)
+        no_dx = fast.backward(dy, x, w, need_dx=False)  # a first layer's: dw and db only
+    assert no_dx[0] is None
+    np.testing.assert_array_equal(no_dx[1], mine[1])
     np.testing.assert_allclose(y, reference.forward(*(a.astype(np.float64) for a in (x, w, b))), atol=1e-4)
     theirs = reference.backward(dy.astype(np.float64), x.astype(np.float64), w.astype(np.float64))
     for m, t, name in zip(mine, theirs, ("dx", "dw", "db")):
