@@ -6,7 +6,6 @@ the tests assert that each pair agrees. With ``NUMBA_DISABLE_JIT=1`` the kernels
 run as ordinary Python, which is slow but still correct. Compiled kernels are
 cached on disk (``cache=True``), so only the first run pays for compilation.
 """
-import contextlib
 import ctypes
 
 from .. import set_environment
@@ -75,36 +74,32 @@ class Scratch:
         return flat[:size].reshape(shape)
 
 
+class one_numba_thread:  # noqa: N801  (used like a function: ``with one_numba_thread():``)
+    """Numba's parallel kernels on one thread inside the block, the count put back after.
+
+    Setting it and back costs ~3 us, so a block already on one thread (a worker of
+    ``imp --workers 2``, or a pass of a network with sparse layers, which holds the
+    count at 1 for all their kernels: nets.Network.cores) leaves it alone. A plain class
+    rather than contextlib's generator: it wraps every optimizer and sparse kernel call.
+    """
+
+    def __enter__(self):
+        self.previous = numba.get_num_threads()
+        if self.previous != 1:
+            numba.set_num_threads(1)
+
+    def __exit__(self, *exc_info):
+        if self.previous != 1:
+            numba.set_num_threads(self.previous)
+
+
 def single_threaded(kernel, *args):
     """Run a ``prange`` kernel on one thread.
 
     The optimizer kernels use ``prange`` because it is what lets LLVM vectorise a
     loop over five arrays (a plain loop needs more run-time alias checks than it
     allows), but handing the loop to a second thread costs more than it saves
-    beside OpenBLAS, whose threads then compete for the same two cores. Setting
-    the thread count and back costs ~3 us, so a caller already on one thread
-    (a worker of ``imp --workers 2``, or inside ``one_numba_thread``) skips it.
+    beside OpenBLAS, whose threads then compete for the same two cores.
     """
-    previous = numba.get_num_threads()
-    if previous == 1:
+    with one_numba_thread():
         return kernel(*args)
-    numba.set_num_threads(1)
-    try:
-        return kernel(*args)
-    finally:
-        numba.set_num_threads(previous)
-
-
-@contextlib.contextmanager
-def one_numba_thread():
-    """Numba's parallel kernels on one thread inside the block: a whole pass of a network
-    whose sparse layers call several of them pays for the thread count once."""
-    previous = numba.get_num_threads()
-    if previous == 1:
-        yield
-        return
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(previous)
