@@ -324,7 +324,10 @@ def test_conv_layers_run_without_the_jit():
             "[layer.initialize(rng) for layer in layers];"
             "ok = all(np.allclose(l.forward(x), Direct(l.stride, 1).forward(x, l.params['weight'], l.params['bias']))"
             " and l.backward(np.ones_like(l.forward(x))).shape == x.shape for l in layers);"
-            "pool = conv.MaxPool2d(2); ok &= pool.backward(pool.forward(x)).shape == x.shape; print(ok)")
+            "pool = conv.MaxPool2d(2); ok &= pool.backward(pool.forward(x)).shape == x.shape;"
+            "small = conv.Conv2d(4, 3, dtype=np.float64); small.initialize(rng); x2 = x[:, :, :2, :2].copy();"  # Taps
+            "ok &= np.allclose(small.forward(x2), Direct(1, 1).forward(x2, small.params['weight'], small.params['bias']));"
+            "ok &= small.backward(np.ones_like(small.forward(x2))).shape == x2.shape; print(ok)")
     result = run_without_jit(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True"
