@@ -123,21 +123,28 @@ def softmax_cross_entropy_numpy(logits, labels, dlogits):
 @jit_inline
 def adam_element(w, g, m, v, step_size, beta1, beta2, eps, weight_decay, bias2_root):
     """Adam's update of one weight: returns the new (w, m, v). The equations are in
-    ``adam_update``; moments below FLUSH_BELOW become 0 so they never turn denormal."""
+    ``adam_update``; moments below FLUSH_BELOW become 0 so they never turn denormal.
+
+    In the weights' own precision, as the NumPy twin and PyTorch compute it: a bare 1.0
+    or 0.0 is a float64 and would turn the whole update, its square root and division
+    included, into float64 arithmetic (Lenet's 266,610 weights: 178-183 -> 92-117 us on one core).
+    """
+    one, zero = type(w)(1), type(w)(0)
     grad = g + weight_decay * w
-    m = beta1 * m + (1.0 - beta1) * grad
-    v = beta2 * v + (1.0 - beta2) * grad * grad
-    m = m if abs(m) >= FLUSH_BELOW else 0.0
-    v = v if v >= FLUSH_BELOW else 0.0
+    m = beta1 * m + (one - beta1) * grad
+    v = beta2 * v + (one - beta2) * grad * grad
+    m = m if abs(m) >= FLUSH_BELOW else zero
+    v = v if v >= FLUSH_BELOW else zero
     return w - step_size * m / (np.sqrt(v) / bias2_root + eps), m, v
 
 
 @jit_inline
 def momentum_element(w, g, buf, lr, momentum, weight_decay, nesterov):
-    """Heavy-ball (or Nesterov) momentum's update of one weight: returns the new (w, buf)."""
+    """Heavy-ball (or Nesterov) momentum's update of one weight: returns the new (w, buf),
+    in the weights' own precision (as adam_element)."""
     grad = g + weight_decay * w
     buf = momentum * buf + grad
-    buf = buf if abs(buf) >= FLUSH_BELOW else 0.0
+    buf = buf if abs(buf) >= FLUSH_BELOW else type(w)(0)
     step = grad + momentum * buf if nesterov else buf
     return w - lr * step, buf
 
