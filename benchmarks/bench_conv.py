@@ -1,11 +1,15 @@
-"""Conv-2/4/6 training and evaluation speed (samples/s), to set beside PyTorch's.
+"""Training and evaluation speed (samples/s) of any network, to set beside PyTorch's.
 
-A training step is the paper's: forward, softmax cross-entropy, backward, Adam, at
-batch 60 on CIFAR-shaped inputs (3x32x32), as /work/shared/bench/torch_conv.py times
-PyTorch. Evaluation is a forward pass at batch 1000. Reports the median (min, max)
-over --reps repetitions of --iters steps after --warmup steps.
+A training step is the paper's: forward, softmax cross-entropy, backward and the
+network's own optimizer (hparams.defaults: Adam for Lenet and Conv-2/4/6, momentum for
+Resnet-18 and VGG-19) at its batch size, on random inputs of its shape (3x32x32 for the
+conv nets, as /work/shared/bench/torch_conv.py times PyTorch). Evaluation is a forward
+pass at batch 1000. Reports the median (min, max) over --reps repetitions of --iters
+steps after --warmup steps. With --reps 1 --eval-batch 0 it times one fixed piece of
+work, for whole processes of two checkouts timed against each other:
 
     PYTHONPATH=. python benchmarks/bench_conv.py [--iters 30] [--reps 3] [--nets conv2,conv4,conv6]
+    PYTHONPATH=CHECKOUT python benchmarks/bench_conv.py --nets lenet --iters 4000 --reps 1 --eval-batch 0
 """
 import argparse
 import statistics
@@ -34,31 +38,32 @@ def main():
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=60)
+    parser.add_argument("--batch", type=int, default=None, help="default: the network's (hparams.defaults)")
     parser.add_argument("--eval-batch", type=int, default=1000, help="0: no evaluation timing")
     args = parser.parse_args()
 
-    rng = np.random.default_rng(0)
-    images = rng.random((3000, 3, 32, 32), dtype=np.float32)
-    labels = rng.integers(0, 10, 3000)
     for name in args.nets.split(","):
         net = nets.build(name, seed=0)
-        opt = optim.Adam(net)
-        lr = defaults(name).lr
+        hp = defaults(name)
+        opt = optim.make(hp.optimizer, net, hp.momentum, hp.weight_decay, hp.nesterov)
+        lr, batch = hp.lr, args.batch or hp.batch_size
+        rng = np.random.default_rng(0)
+        images = rng.random((3000, *net.input_shape), dtype=np.float32)
+        labels = rng.integers(0, 10, 3000)
         position = [0]
 
         def step():
-            start = position[0] = (position[0] + args.batch) % (len(images) - args.batch)
-            x, y = images[start:start + args.batch], labels[start:start + args.batch]
+            start = position[0] = (position[0] + batch) % (len(images) - batch)
+            x, y = images[start:start + batch], labels[start:start + batch]
             _, dlogits = softmax_cross_entropy(net.forward(x, train=True), y)
             net.backward(dlogits)
             opt.step(lr)
 
         for _ in range(args.warmup):
             step()
-        train = samples_per_second(step, args.batch, args.iters, args.reps)
+        train = samples_per_second(step, batch, args.iters, args.reps)
         line = (f"{name}  train samples/s median {train[0]:7.1f} (min {train[1]:.1f}, max {train[2]:.1f}), "
-                f"{1e3 * args.batch / train[0]:.1f} ms/step")
+                f"{1e3 * batch / train[0]:.2f} ms/step of {batch}")
         if args.eval_batch:
             evaluation_batch = images[:args.eval_batch]
             net.forward(evaluation_batch)

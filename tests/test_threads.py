@@ -72,7 +72,6 @@ def test_a_failing_chunk_reaches_the_caller(monkeypatch):
         threads.run_chunks(4, 1, work)
 
 
-
 @pytest.mark.parametrize("n_items, chunk", [(128, 14), (128, 28), (128, 56), (60, 7), (60, 14), (5, 2), (3, 5), (1, 1), (0, 4)])
 @pytest.mark.parametrize("workers", [1, 2, 3])
 def test_chunks_are_even_and_shared_equally(monkeypatch, n_items, chunk, workers):

@@ -149,6 +149,7 @@ def momentum_element(w, g, buf, lr, momentum, weight_decay, nesterov):
     step = grad + momentum * buf if nesterov else buf
     return w - lr * step, buf
 
+
 @jit_parallel
 def adam_update(w, g, m, v, mask, step_size, beta1, beta2, eps, weight_decay, bias2_root):
     """One Adam step (Kingma & Ba, Algorithm 1) on flat arrays, under the mask.
