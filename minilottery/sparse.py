@@ -26,7 +26,7 @@ then ignores). Only the optimizer keeps a compact copy: its moments at K
 import numpy as np
 
 from . import calibration, threads
-from .kernels import core, single_threaded
+from .kernels import aligned_zeros, core, single_threaded
 from .kernels import sparse as kernels
 from .layers import Dense
 
@@ -73,8 +73,8 @@ class SparseDense:
         """Transposed tiles of x and dy for this batch size, allocated once."""
         if samples not in self.scratch:
             tiles = kernels.tile_count(samples)
-            self.scratch[samples] = (np.zeros((tiles, self.inputs, kernels.TILE), self.dtype),
-                                     np.zeros((tiles, self.outputs, kernels.TILE), self.dtype))
+            self.scratch[samples] = (aligned_zeros((tiles, self.inputs, kernels.TILE), self.dtype),
+                                     aligned_zeros((tiles, self.outputs, kernels.TILE), self.dtype))
         return self.scratch[samples]
 
     def forward(self, x, train=False):
