@@ -21,7 +21,7 @@ import contextlib
 import numpy as np
 
 from . import hparams, threads
-from .kernels import one_numba_thread
+from .kernels import helpers_spin, one_numba_thread
 from .layers import Dense, Dropout, Flatten, ReLU
 
 MNIST_SHAPE = (1, 28, 28)
@@ -118,10 +118,15 @@ class Network:
     def cores(self):
         """The threading a pass runs under: a network with Winograd convolutions spreads
         its work over minilottery's own pool, Lenet over OpenBLAS's threads (threads.py),
-        and Lenet's sparse layers, each a kernel on one thread, set Numba's count once."""
+        and a Lenet with sparse layers over Numba's, or, where those sleep between kernels
+        (``helpers_spin``), on one thread, with Numba's count set once for the pass."""
         if self.pool_threads:
             return threads.pool_owns_cores()
-        return one_numba_thread() if self.sparse_layers else contextlib.nullcontext()
+        if not self.sparse_layers:
+            return contextlib.nullcontext()
+        # The sparse kernels share the cores when Numba's threads answer in microseconds;
+        # OpenBLAS's threads then sleep, so the two never compete (threads.py)
+        return threads.single_threaded_blas() if helpers_spin() else one_numba_thread()
 
     def forward(self, x, train=False):
         with self.cores():

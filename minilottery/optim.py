@@ -97,8 +97,9 @@ class Momentum(Optimizer):
             dense_update(net, core.momentum_update, (net.flat_params, net.flat_grads, self.buf, net.flat_mask), hyper)
         else:  # sparse layers: only their kept weights (sparse.py)
             update = net.sparse_update
-            single_threaded(sparse_kernels.momentum_update_kept, net.flat_params, net.flat_grads, self.buf,
-                            net.flat_mask, update.spans, update.kept, *self.kept(update), *hyper)
+            with net.cores():
+                sparse_kernels.momentum_update_kept(net.flat_params, net.flat_grads, self.buf, net.flat_mask,
+                                                    update.spans, update.kept, *self.kept(update), *hyper)
 
 
 def SGD(net, weight_decay=0.0):
@@ -125,8 +126,9 @@ class Adam(Optimizer):
             dense_update(net, core.adam_update, (net.flat_params, net.flat_grads, self.m, self.v, net.flat_mask), hyper)
         else:  # sparse layers: only their kept weights (sparse.py)
             update = net.sparse_update
-            single_threaded(sparse_kernels.adam_update_kept, net.flat_params, net.flat_grads, self.m, self.v,
-                            net.flat_mask, update.spans, update.kept, *self.kept(update), *hyper)
+            with net.cores():
+                sparse_kernels.adam_update_kept(net.flat_params, net.flat_grads, self.m, self.v, net.flat_mask,
+                                                update.spans, update.kept, *self.kept(update), *hyper)
 
 
 def dense_update(net, kernel, arrays, hyper):

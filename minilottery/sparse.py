@@ -26,7 +26,7 @@ then ignores). Only the optimizer keeps a compact copy: its moments at K
 import numpy as np
 
 from . import calibration, threads
-from .kernels import aligned_zeros, core, single_threaded
+from .kernels import aligned_zeros, core
 from .kernels import sparse as kernels
 from .layers import Dense
 
@@ -87,8 +87,7 @@ class SparseDense:
         self.x = None
         xt, _ = self.tiles(x.shape[0])                      # (tiles, in, TILE): x, kept for backward
         y = np.empty((x.shape[0], self.outputs), x.dtype)   # (N, out)
-        single_threaded(kernels.sparse_forward, x, self.weight, bias, self.col_start, self.col_rows,
-                        self.col_pos, xt, y)
+        kernels.sparse_forward(x, self.weight, bias, self.col_start, self.col_rows, self.col_pos, xt, y)
         return y
 
     def backward(self, dy, need_dx=True):
@@ -98,8 +97,8 @@ class SparseDense:
         if self.x is not None:                              # forward skipped the transpose
             kernels.transpose_into_tiles(self.x, xt)
         dx = np.empty((samples, self.inputs), dy.dtype) if need_dx else self.no_dx   # (N, in)
-        single_threaded(kernels.sparse_backward, xt, dy, self.weight, self.weight_grad, self.layer.grads["bias"],
-                        self.row_start, self.row_cols, self.row_pos, dyt, dx)
+        kernels.sparse_backward(xt, dy, self.weight, self.weight_grad, self.layer.grads["bias"],
+                                self.row_start, self.row_cols, self.row_pos, dyt, dx)
         return dx if need_dx else None
 
 

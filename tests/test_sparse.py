@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-from minilottery import bench, calibration, gradcheck, hparams, nets, optim, sparse, train
+from minilottery import bench, calibration, gradcheck, hparams, nets, optim, sparse, threads, train
 from minilottery.kernels import CACHE_LINE, FLUSH_BELOW, aligned_zeros, single_threaded
 from minilottery.kernels import sparse as kernels
 from minilottery.layers import Dense
@@ -165,11 +165,34 @@ def test_auto_picks_sparse_below_the_threshold_and_set_mask_rebuilds():
         net.set_sparse("sometimes")
 
 
-def test_a_sparse_pass_sets_numbas_thread_count_once_and_restores_it(rng, monkeypatch):
-    """Each sparse kernel runs on one thread; a pass of three of them sets the count once."""
+def test_a_sparse_pass_on_all_threads_holds_openblas_to_one(rng, monkeypatch):
+    """Where Numba's helpers spin, the sparse kernels share the cores and OpenBLAS (for a dense
+    layer beside them) runs on one thread, so that its helper never competes with them."""
     import numba
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("Numba has one thread here")
+    monkeypatch.setattr(nets, "helpers_spin", lambda: True)
+    entered, real_blas = [], threads.single_threaded_blas
+    monkeypatch.setattr(threads, "single_threaded_blas", lambda: entered.append(1) or real_blas())
+    calls, real, previous = [], numba.set_num_threads, numba.get_num_threads()
+    monkeypatch.setattr(numba, "set_num_threads", lambda n: calls.append(n) or real(n))
+    net = nets.build("lenet", seed=0, sparse="on")
+    try:
+        real(2)
+        logits = net.forward(rng.random((60, 1, 28, 28), dtype=np.float32), train=True)
+        net.backward(np.ones_like(logits))
+        assert calls == [] and entered == [1, 1]  # both passes: Numba's count left at 2, OpenBLAS on one
+    finally:
+        real(previous)
+
+
+def test_a_sparse_pass_sets_numbas_thread_count_once_and_restores_it(rng, monkeypatch):
+    """Where Numba's helpers sleep, each sparse kernel runs on one thread; a pass of three of
+    them sets the count once."""
+    import numba
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has one thread here")
+    monkeypatch.setattr(nets, "helpers_spin", lambda: False)
     net = nets.build("lenet", seed=0, sparse="on")
     calls, real, previous = [], numba.set_num_threads, numba.get_num_threads()
     monkeypatch.setattr(numba, "set_num_threads", lambda n: calls.append(n) or real(n))
@@ -198,7 +221,8 @@ def test_training_curves_match_dense_mode(mnist, optimizer, mode, density):
         theta_0 = net.flat_params.copy()
         runs[run_mode] = train.Trainer(net, mnist, hp, seed=2).run()
     dense, sparse_run = runs["off"], runs[mode]
-    assert dict(sparse_run.net.layers)["fc1"].sparse is not None
+    fc1 = dict(sparse_run.net.layers)["fc1"]
+    assert fc1.sparse is not None and fc1.sparse.blas_evaluation is (mode == "auto")
     np.testing.assert_allclose(sparse_run.curve.val_loss, dense.curve.val_loss, rtol=1e-3)
     np.testing.assert_allclose(sparse_run.curve.test_accuracy, dense.curve.test_accuracy, atol=2e-3)
     assert dense.curve.val_loss[-1] < dense.curve.val_loss[0] - 0.25  # it did learn

@@ -7,12 +7,20 @@ run as ordinary Python, which is slow but still correct. Compiled kernels are
 cached on disk (``cache=True``), so only the first run pays for compilation.
 """
 import ctypes
+import os
 
 from .. import set_environment
 
-# If Numba's threads come from OpenMP, let idle ones sleep instead of spinning:
-# spinning threads steal the two cores from OpenBLAS and made a Lenet step 10x slower.
+# If Numba's threads come from OpenMP, let idle ones sleep instead of spinning for
+# good: spinning threads steal the two cores from OpenBLAS and made a Lenet step 10x
+# slower. But waking a sleeping thread costs 100-130 us on a virtual machine, longer
+# than a sparse kernel of Lenet runs, so GNU OpenMP's helpers spin 4,000 rounds (about
+# 0.1 ms here) after a parallel region before they sleep: the next region of a sparse
+# training step finds them awake. 20,000 rounds (0.5 ms) made Resnet-18 1.05x slower,
+# its helper spinning after each batch norm while minilottery's pool ran the next
+# convolution; at 4,000 it ran 0.97x the time it did without spinning.
 set_environment("OMP_WAIT_POLICY", "PASSIVE")
+set_environment("GOMP_SPINCOUNT", "4000")
 
 import numba  # noqa: E402  (after the environment variable above)
 import numpy as np  # noqa: E402
@@ -109,6 +117,30 @@ class one_numba_thread:  # noqa: N801  (used like a function: ``with one_numba_t
     def __exit__(self, *exc_info):
         if self.previous != 1:
             numba.set_num_threads(self.previous)
+
+
+@numba.njit(parallel=True, cache=True)
+def _parallel_region(x):
+    for i in numba.prange(x.size):
+        x[i] = i
+
+
+_helpers_spin = None
+
+
+def helpers_spin():
+    """Whether Numba's threads are GNU OpenMP's, which spin briefly before they sleep
+    (GOMP_SPINCOUNT above), so that a parallel kernel of a few microseconds is worth
+    sharing between cores. Numba's own workqueue threads always sleep."""
+    global _helpers_spin
+    if _helpers_spin is None:
+        _parallel_region(np.zeros(2))  # Numba picks its threading layer at the first region
+        try:
+            layer = numba.threading_layer()
+        except ValueError:  # no layer: NUMBA_DISABLE_JIT=1, the kernels run as plain Python
+            layer = None
+        _helpers_spin = layer == "omp" and "GOMP_SPINCOUNT" in os.environ
+    return _helpers_spin
 
 
 def single_threaded(kernel, *args):
