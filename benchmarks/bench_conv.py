@@ -10,6 +10,11 @@ work, for whole processes of two checkouts timed against each other:
 
     PYTHONPATH=. python benchmarks/bench_conv.py [--iters 30] [--reps 3] [--nets conv2,conv4,conv6]
     PYTHONPATH=CHECKOUT python benchmarks/bench_conv.py --nets lenet --iters 4000 --reps 1 --eval-batch 0
+    PYTHONPATH=CHECKOUT python benchmarks/bench_conv.py --nets lenet --density 0.05 --iters 20000 --reps 1 --eval-batch 0
+
+--density below 1 installs a random mask keeping that fraction of every prunable weight
+(bench.random_mask), as at that Pm of an IMP round; Dense layers then train sparse where
+calibration.py says they pay.
 """
 import argparse
 import statistics
@@ -17,7 +22,7 @@ import time
 
 import numpy as np
 
-from minilottery import nets, optim
+from minilottery import bench, nets, optim
 from minilottery.hparams import defaults
 from minilottery.losses import softmax_cross_entropy
 
@@ -40,10 +45,13 @@ def main():
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=None, help="default: the network's (hparams.defaults)")
     parser.add_argument("--eval-batch", type=int, default=1000, help="0: no evaluation timing")
+    parser.add_argument("--density", type=float, default=1.0, help="fraction of weights kept, by a random mask")
     args = parser.parse_args()
 
     for name in args.nets.split(","):
         net = nets.build(name, seed=0)
+        if args.density < 1:
+            net.set_mask(bench.random_mask(net, args.density))
         hp = defaults(name)
         opt = optim.make(hp.optimizer, net, hp.momentum, hp.weight_decay, hp.nesterov)
         lr, batch = hp.lr, args.batch or hp.batch_size

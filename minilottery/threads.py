@@ -13,6 +13,11 @@ convolution and took a core from the pool: Conv-2 steps ran at 107 ms instead of
 So a network with Winograd convolutions runs its passes inside ``pool_owns_cores()``:
 OpenBLAS stays on one thread (its helper sleeps for good), and ``matmul`` splits the
 rows of a fully connected layer's products over the pool instead.
+
+A Lenet with sparse layers (sparse.py) is a third case: its passes are Numba kernels
+of tens of microseconds, which Numba's own threads share when they spin briefly
+between kernels (``kernels.helpers_spin``); OpenBLAS then stays on one thread for
+the dense layers beside them, for the same reason (nets.Network.cores).
 """
 import contextlib
 import ctypes

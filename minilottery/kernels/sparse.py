@@ -20,13 +20,13 @@ Index structures of a layer with kept set K = {(i, j) : m[i, j] = 1}, W of shape
     by column (CSC):  col_start (out+1,), col_rows (|K|,), col_pos (|K|,)
     by row (CSR):     row_start (in+1,),  row_cols (|K|,), row_pos (|K|,)
 
-The kernels are ``prange`` loops meant to run on one thread (``single_threaded`` in
-``kernels/__init__.py``): a plain ``range`` loop over xt and an accumulator
-vectorised worse (measured: 1.5x slower), while a second thread costs more than it
-saves on a training step of ~0.2 ms. (Setting the thread count inside a kernel
-would save the wrapper's ~2.5 us per call but makes the kernel uncacheable.) Each
-kernel has a NumPy twin ``<name>_numpy`` of the same signature and effect; ``TWINS``
-lists the pairs.
+The kernels are ``prange`` loops: a plain ``range`` loop over xt and an accumulator
+vectorised worse (measured: 1.5x slower). A network with sparse layers runs them on
+all of Numba's threads where those spin briefly between kernels (``helpers_spin`` in
+``kernels/__init__.py``), and on one thread where a sleeping thread would take longer
+to wake than the kernel runs (nets.Network.cores). Every output of a loop is written
+by one iteration, so the numbers do not depend on the thread count. Each kernel has a
+NumPy twin ``<name>_numpy`` of the same signature and effect; ``TWINS`` lists the pairs.
 """
 import numpy as np
 from numba import prange
