@@ -122,11 +122,16 @@ class Network:
         (``helpers_spin``), on one thread, with Numba's count set once for the pass."""
         if self.pool_threads:
             return threads.pool_owns_cores()
-        if not self.sparse_layers:
-            return contextlib.nullcontext()
-        # The sparse kernels share the cores when Numba's threads answer in microseconds;
-        # OpenBLAS's threads then sleep, so the two never compete (threads.py)
-        return threads.single_threaded_blas() if helpers_spin() else one_numba_thread()
+        return self.sparse_cores() if self.sparse_layers else contextlib.nullcontext()
+
+    def sparse_cores(self):
+        """Where the sparse kernels (sparse.py) and their optimizer step run: on all of Numba's
+        threads when those answer in microseconds, with OpenBLAS's threads asleep so that the
+        two never compete (threads.py); else on one thread, and always beside the pool of a
+        network with Winograd convolutions, whose passes have the cores."""
+        if helpers_spin() and not self.pool_threads:
+            return threads.single_threaded_blas()
+        return one_numba_thread()
 
     def forward(self, x, train=False):
         with self.cores():

