@@ -20,7 +20,6 @@ same signature reads it; another machine, another BLAS or another core count mea
 afresh. Delete the file to measure again; set ``MINILOTTERY_SPARSE_THRESHOLDS=TRAIN,EVALUATION``
 (for instance 0.12,0.06) to fix both instead, as the tests do.
 """
-import contextlib
 import datetime
 import os
 import platform
@@ -165,7 +164,6 @@ def fastest_seconds(work, calls, repeats=5):
 def calibrate(grid=GRID, steps=10):
     """Time Lenet dense and sparse at every density of ``grid``: a dict with both thresholds."""
     from . import nets, optim
-    from .kernels import helpers_spin
     from .losses import softmax_cross_entropy
     rng = np.random.default_rng(0)
     x, labels = rng.random((60, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 60)
@@ -185,10 +183,9 @@ def calibrate(grid=GRID, steps=10):
         for mode in ("on", "off"):  # "on": the sparse kernels for training and evaluation alike
             net.set_sparse(mode)
             seconds["train", mode].append(fastest_seconds(train_step, steps))
-            # Where Numba's threads share a sparse network's passes (nets.Network.cores), its BLAS
-            # evaluation of a layer runs on one OpenBLAS thread: time the dense path so too
-            blas = threads.single_threaded_blas() if mode == "off" and helpers_spin() else contextlib.nullcontext()
-            with blas:
+            # as a network with sparse layers evaluates: where Numba's threads share its passes,
+            # a layer evaluated through BLAS runs on one OpenBLAS thread (nets.Network.sparse_cores)
+            with net.sparse_cores():
                 seconds["evaluation", mode].append(fastest_seconds(lambda: net.forward(x_eval), 3))
     return {"train": break_even(grid, seconds["train", "on"], seconds["train", "off"]),
             "evaluation": break_even(grid, seconds["evaluation", "on"], seconds["evaluation", "off"]),

@@ -28,7 +28,7 @@ import contextlib
 import numpy as np
 
 from . import calibration, threads
-from .kernels import aligned_zeros, core, one_numba_thread
+from .kernels import aligned_zeros, core
 from .kernels import sparse as kernels
 from .layers import Dense
 
@@ -144,8 +144,8 @@ def compress(net, mode):
     dense_spans, kept, cursor = [], [], 0
     train_threshold, evaluation_threshold = thresholds(net, mode)
     # Lenet's passes already run under net.sparse_cores(); a Winograd network's run under its
-    # pool's, beside which each sparse kernel keeps to one thread
-    cores = one_numba_thread if net.pool_threads else contextlib.nullcontext
+    # pool's, so there each sparse kernel enters net.sparse_cores() itself
+    cores = net.sparse_cores if net.pool_threads else contextlib.nullcontext
     for leaf_name, leaf in net.leaves:
         if not isinstance(leaf, Dense):
             continue

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 import cli
 from minilottery import bench, calibration, gradcheck, hparams, nets, optim, sparse, threads, train
-from minilottery.kernels import CACHE_LINE, FLUSH_BELOW, aligned_zeros, one_numba_thread, single_threaded
+from minilottery.kernels import CACHE_LINE, FLUSH_BELOW, aligned_zeros, one_numba_thread, single_threaded, spin_count
 from minilottery.kernels import sparse as kernels
 from minilottery.layers import Dense
 from twins import assert_twins_agree, run_without_jit
@@ -195,6 +195,16 @@ def test_sparse_layers_of_a_conv_net_stay_on_one_thread_beside_the_pool(monkeypa
     assert not isinstance(lenet.sparse_cores(), one_numba_thread)
     fc = [leaf for _, leaf in conv2.leaves if isinstance(leaf, Dense)]
     assert fc and all(isinstance(leaf.sparse.cores(), one_numba_thread) for leaf in fc)
+
+
+@pytest.mark.parametrize("value, rounds", [("4000", 4000), ("0", 0), ("10k", 0), (None, 0)])
+def test_helpers_count_as_spinning_only_with_a_spin_count(monkeypatch, value, rounds):
+    """GOMP_SPINCOUNT=0 (or unset, beside OMP_WAIT_POLICY=PASSIVE) means helpers that sleep."""
+    if value is None:
+        monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    else:
+        monkeypatch.setenv("GOMP_SPINCOUNT", value)
+    assert spin_count() == rounds
 
 
 def test_a_sparse_pass_sets_numbas_thread_count_once_and_restores_it(rng, monkeypatch):

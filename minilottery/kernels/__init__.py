@@ -128,6 +128,16 @@ def _parallel_region(x):
 _helpers_spin = None
 
 
+def spin_count():
+    """GOMP_SPINCOUNT's rounds; 0 if unset (OMP_WAIT_POLICY=PASSIVE then spins none) or not a
+    plain number (GNU OpenMP also reads "10k" or "infinite": the sparse kernels then keep to
+    one thread, the safe side)."""
+    try:
+        return int(os.environ.get("GOMP_SPINCOUNT", "0"))
+    except ValueError:
+        return 0
+
+
 def helpers_spin():
     """Whether Numba's threads are GNU OpenMP's, which spin briefly before they sleep
     (GOMP_SPINCOUNT above), so that a parallel kernel of a few microseconds is worth
@@ -139,7 +149,7 @@ def helpers_spin():
             layer = numba.threading_layer()
         except ValueError:  # no layer: NUMBA_DISABLE_JIT=1, the kernels run as plain Python
             layer = None
-        _helpers_spin = layer == "omp" and "GOMP_SPINCOUNT" in os.environ
+        _helpers_spin = layer == "omp" and spin_count() > 0
     return _helpers_spin
 
 
