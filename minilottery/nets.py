@@ -77,6 +77,10 @@ class Network:
                         for key, value in leaf.buffers.items()}
         with_params = [i for i, (_, layer) in enumerate(self.layers) if self._has_params(layer)]
         self.first_trainable = with_params[0] if with_params else len(self.layers)
+        # Lenet's fc1 sees the images themselves, four fifths zeros on MNIST: it may skip them
+        first = self.layers[self.first_trainable][1] if with_params else None
+        self.input_layer = first if isinstance(first, Dense) else None
+        self.skipping = False  # this pass's input_layer skips the zeros of the input
         self.pool_threads = any(getattr(leaf, "winograd", False) for _, leaf in self.leaves)
 
     @staticmethod
@@ -118,11 +122,12 @@ class Network:
     def cores(self):
         """The threading a pass runs under: a network with Winograd convolutions spreads
         its work over minilottery's own pool, Lenet over OpenBLAS's threads (threads.py),
-        and a Lenet with sparse layers over Numba's, or, where those sleep between kernels
-        (``helpers_spin``), on one thread, with Numba's count set once for the pass."""
+        and a Lenet with sparse layers, or whose first layer skips the zeros of the input,
+        over Numba's, or, where those sleep between kernels (``helpers_spin``), on one
+        thread, with Numba's count set once for the pass."""
         if self.pool_threads:
             return threads.pool_owns_cores()
-        return self.sparse_cores() if self.sparse_layers else contextlib.nullcontext()
+        return self.sparse_cores() if self.sparse_layers or self.skipping else contextlib.nullcontext()
 
     def sparse_cores(self):
         """Where the sparse kernels (sparse.py) and their optimizer step run: on all of Numba's
@@ -134,6 +139,8 @@ class Network:
         return one_numba_thread()
 
     def forward(self, x, train=False):
+        # decided once per pass, as backward runs under the same cores
+        self.skipping = self.input_layer is not None and self.input_layer.skips_zeros(x)
         with self.cores():
             for _, layer in self.layers:
                 x = layer.forward(x, train)

@@ -163,3 +163,51 @@ def single_threaded(kernel, *args):
     """
     with one_numba_thread():
         return kernel(*args)
+
+
+# ----------------------------------------------------------------------------- register blocks
+
+from numba import types  # noqa: E402
+from numba.core import cgutils  # noqa: E402
+from numba.core.errors import TypingError  # noqa: E402
+from numba.extending import intrinsic, overload  # noqa: E402
+
+
+@intrinsic
+def _stack_pointer(typingctx, count, dtype):
+    """A pointer to ``count`` (a literal) values of ``dtype`` on the kernel's stack."""
+    if not isinstance(count, types.IntegerLiteral):
+        return None
+    element = dtype.dtype
+
+    def codegen(context, builder, signature, args):
+        from llvmlite import ir
+        value_type = context.get_value_type(element)
+        slot = cgutils.alloca_once(builder, ir.ArrayType(value_type, count.literal_value))
+        return builder.bitcast(slot, value_type.as_pointer())
+
+    return types.CPointer(element)(count, dtype), codegen
+
+
+def register_block(rows, columns, dtype):
+    """A (rows, columns) work array of accumulators that LLVM keeps in vector registers.
+
+    ``np.zeros`` in a kernel is heap memory, so a loop that adds into it loads and stores
+    every accumulator on every pass; on the stack, with sizes known when the kernel
+    compiles (``rows`` and ``columns`` must be constants), LLVM promotes the whole block
+    to registers. Lenet's first layer with 4 x 64 accumulators: 233 -> 160 us on one
+    core. As plain Python (NUMBA_DISABLE_JIT=1) it is an ordinary array.
+    """
+    return np.empty((rows, columns), dtype)
+
+
+@overload(register_block)
+def _register_block(rows, columns, dtype):
+    if not (isinstance(rows, types.IntegerLiteral) and isinstance(columns, types.IntegerLiteral)):
+        raise TypingError("register_block needs sizes known when the kernel compiles (module constants)")
+    count = rows.literal_value * columns.literal_value
+
+    def block(rows, columns, dtype):
+        return numba.carray(_stack_pointer(count, dtype), (rows, columns))
+
+    return block

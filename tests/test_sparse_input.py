@@ -1,0 +1,130 @@
+"""Lenet's first layer skips the zeros of its input (kernels/sparse_input.py): the same
+numbers as BLAS, whatever the thread count, and only when the input has zeros to skip."""
+import numba
+import numpy as np
+import pytest
+
+from minilottery import gradcheck, layers, nets
+from minilottery.kernels import single_threaded
+from minilottery.kernels import sparse_input as kernels
+from minilottery.layers import Dense
+from twins import assert_twins_agree, run_without_jit
+
+
+def zero_rich(rng, shape, density, dtype=np.float32):
+    """Values in (0, 1] at a fraction ``density`` of the entries, 0 elsewhere (like MNIST's pixels)."""
+    return ((rng.random(shape) < density) * (1 - rng.random(shape))).astype(dtype)
+
+
+# (samples, inputs, outputs): the paper's batch; a shifted last group of samples and of pixels
+# and a shifted last block of columns; exactly one group and one block
+SHAPES = [(60, 784, 300), (7, 10, 65), (4, 4, 64)]
+
+
+def kernel_arguments(name, shape, rng, dtype):
+    samples, inputs, outputs = shape
+    x = zero_rich(rng, (samples, inputs), 0.2, dtype)
+    x[1] = 0                                                    # a sample with no pixel at all
+    if name == "nonzero_fraction":
+        return [x.reshape(-1)]
+    if name == "forward_skipping_zeros":
+        return [x, rng.standard_normal((inputs, outputs)).astype(dtype), rng.standard_normal(outputs).astype(dtype),
+                np.full((samples, outputs), np.nan, dtype)]     # NaN: every output must be written
+    return [x, rng.standard_normal((samples, outputs)).astype(dtype), np.full((inputs, outputs), np.nan, dtype)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", [np.dtype(np.float32), np.dtype(np.float64)])
+@pytest.mark.parametrize("fast, reference", kernels.TWINS, ids=[k.__name__ for k, _ in kernels.TWINS])
+def test_kernel_matches_numpy_twin(fast, reference, dtype, shape):
+    name = reference.__name__.removesuffix("_numpy")
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    assert_twins_agree(fast, reference, lambda: kernel_arguments(name, shape, np.random.default_rng(0), dtype),
+                       tolerance, run=single_threaded)
+
+
+@pytest.mark.parametrize("kernel", [kernels.forward_skipping_zeros, kernels.weight_grad_skipping_zeros])
+def test_the_numbers_do_not_depend_on_the_thread_count(rng, kernel):
+    """Each output is summed by one loop iteration in one order: equal bit for bit."""
+    name = kernel.__name__
+    args = kernel_arguments(name, (62, 102, 130), rng, np.dtype(np.float32))
+    one = [a.copy() for a in args]
+    single_threaded(kernel, *one)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    try:
+        kernel(*args)
+    finally:
+        numba.set_num_threads(previous)
+    assert np.array_equal(one[-1], args[-1]) and not np.isnan(args[-1]).any()
+
+
+def test_a_dense_layer_skips_zeros_only_when_there_are_enough(rng):
+    layer = Dense(784, 300)
+    layer.initialize(rng)
+    assert layer.skips_zeros(zero_rich(rng, (60, 784), 0.19))           # MNIST's density
+    assert not layer.skips_zeros(zero_rich(rng, (60, 784), 0.5))        # too few zeros to pay
+    assert not layer.skips_zeros(zero_rich(rng, (3, 784), 0.1))         # smaller than one group
+    assert not Dense(784, 10).skips_zeros(zero_rich(rng, (60, 784), 0.1))  # narrower than one block
+    assert not layer.skips_zeros(zero_rich(rng, (60, 1568), 0.1)[:, ::2])  # not contiguous
+    assert layers.SKIP_ZEROS_BELOW == 0.3
+
+
+@pytest.mark.parametrize("need_dx", [True, False])
+def test_skipping_zeros_gives_what_blas_gives(rng, need_dx):
+    layer = Dense(784, 300)
+    layer.initialize(rng)
+    layer.params["bias"][...] = rng.standard_normal(300)
+    x, dy = zero_rich(rng, (60, 784), 0.19), rng.standard_normal((60, 300)).astype(np.float32)
+    results = []
+    for skip in (False, True):
+        layer.skipping = skip
+        y = layer.forward(x, train=True)
+        dx = layer.backward(dy.copy(), need_dx)
+        results.append((y, dx, layer.grads["weight"].copy(), layer.grads["bias"].copy()))
+    (y, dx, dw, db), (y_skip, dx_skip, dw_skip, db_skip) = results
+    np.testing.assert_allclose(y_skip, y, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dw_skip, dw, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(db_skip, db)
+    if need_dx:
+        np.testing.assert_allclose(dx_skip, dx, rtol=1e-5, atol=1e-5)
+    else:
+        assert dx is None and dx_skip is None
+
+
+def test_lenet_skipping_zeros_passes_the_gradient_check(rng):
+    """Every parameter and the input, in float64, on a batch that is mostly zeros: 6 samples,
+    so the last group of 4 is shifted back over samples the first one wrote."""
+    net = nets.build("lenet", seed=3, dtype=np.float64)
+    net.flat_params[net.slices["fc2.bias"]] = rng.standard_normal(100) * 0.1
+    x = zero_rich(rng, (6, 1, 28, 28), 0.2, np.float64)
+    net.forward(x, train=True)
+    assert net.skipping and net.input_layer is net.layers[1][1]
+    gradcheck.check_network(net, x, rng.integers(0, 10, 6))
+
+
+def test_a_network_skips_zeros_only_in_its_first_layer_and_on_images_with_zeros(rng):
+    net = nets.build("lenet", seed=0)
+    net.forward(zero_rich(rng, (60, 1, 28, 28), 0.19), train=True)
+    assert net.skipping and [name for name, layer in net.layers if getattr(layer, "skipping", False)] == ["fc1"]
+    net.forward(rng.random((60, 1, 28, 28), dtype=np.float32), train=True)
+    assert not net.skipping and not net.input_layer.skipping
+    assert nets.build("conv2", seed=0).input_layer is None  # a conv net's first layer is a convolution
+
+
+def test_the_kernels_run_without_the_jit():
+    code = """
+import numpy as np
+from minilottery.kernels import sparse_input as k
+rng = np.random.default_rng(0)
+x = ((rng.random((5, 6)) < 0.3) * rng.random((5, 6))).astype(np.float32)
+w, b, dy = rng.standard_normal((6, 64)).astype(np.float32), np.ones(64, np.float32), rng.standard_normal((5, 64)).astype(np.float32)
+y, g = np.empty((5, 64), np.float32), np.empty((6, 64), np.float32)
+k.forward_skipping_zeros(x, w, b, y)
+k.weight_grad_skipping_zeros(x, dy, g)
+assert np.allclose(y, x @ w + b, atol=1e-5) and np.allclose(g, x.T @ dy, atol=1e-5)
+print("ok")
+"""
+    result = run_without_jit(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
