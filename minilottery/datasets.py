@@ -10,7 +10,9 @@ every epoch. Here:
   ``np.random.default_rng(SPLIT_SEED)``, the same for every run and every seed;
 * ``Batches`` draws minibatches from a fresh permutation each epoch, from a
   generator seeded by the run's seed, and can save and restore its position so
-  that a resumed run sees exactly the same batches.
+  that a resumed run sees exactly the same batches. For MNIST-format data it
+  gathers them from the uint8 pixels (``Dataset.train_pixels``) and divides by 255
+  then: the same float32 values from a quarter of the bytes.
 """
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import downloads
+from .kernels import core
 from .idx import DataFileError, read_image_label_pair
 
 SHIPPED_MNIST = Path(__file__).parent / "data" / "mnist"
@@ -41,6 +44,7 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int = 10
+    train_pixels: np.ndarray = None  # uint8 (N_train, C, H, W) when x_train is exactly these / 255
 
     @property
     def input_shape(self):
@@ -83,11 +87,17 @@ def as_images(pixels):
     return np.ascontiguousarray(x)
 
 
-def load_idx_dataset(name, folder):
-    arrays = read_idx_folder(folder)
+def grey_dataset(name, arrays, validation_size=VALIDATION_SIZE):
+    """A Dataset of MNIST-format grey images, uint8 (N, H, W), split as in the paper; it keeps the
+    training pixels for ``Batches``."""
     (x, y), (x_test, y_test) = arrays["train"], arrays["test"]
-    x_train, y_train, x_val, y_val = split_validation(as_images(x), y.astype(np.int64))
-    return Dataset(name, x_train, y_train, x_val, y_val, as_images(x_test), y_test.astype(np.int64))
+    pixels, y_train, val_pixels, y_val = split_validation(x[:, None, :, :], y.astype(np.int64), validation_size)
+    return Dataset(name, as_images(pixels), y_train, as_images(val_pixels), y_val, as_images(x_test),
+                   y_test.astype(np.int64), train_pixels=np.ascontiguousarray(pixels))
+
+
+def load_idx_dataset(name, folder):
+    return grey_dataset(name, read_idx_folder(folder))
 
 
 def load(name="mnist", data_dir=None):
@@ -111,11 +121,13 @@ class Batches:
     resumed run continues with the very next batch.
     """
 
-    def __init__(self, x, y, batch_size, seed):
+    def __init__(self, x, y, batch_size, seed, pixels=None):
+        """``pixels``: uint8 images with x == pixels / 255 (``Dataset.train_pixels``), to gather from."""
         if not 0 < batch_size <= len(x):
             raise ValueError(f"batch size {batch_size} must be between 1 and the "
                              f"training set size {len(x)}")
         self.x, self.y, self.batch_size = x, y, batch_size
+        self.pixels = None if pixels is None else pixels.reshape(len(pixels), -1)   # (N, C*H*W)
         self.rng = np.random.default_rng(seed)
         self.order = self.rng.permutation(len(x))
         self.position = 0
@@ -126,7 +138,11 @@ class Batches:
             self.position = 0
         index = self.order[self.position:self.position + self.batch_size]
         self.position += self.batch_size
-        return self.x[index], self.y[index]
+        if self.pixels is None:
+            return self.x[index], self.y[index]
+        x = np.empty((len(index), *self.x.shape[1:]), self.x.dtype)
+        core.gather_pixels(self.pixels, index, self.x.dtype.type(255), x.reshape(len(index), -1))
+        return x, self.y[index]
 
     def state(self):
         return {"order": self.order.copy(), "position": self.position,
@@ -143,10 +159,7 @@ class Batches:
 def load_fashion_mnist(data_dir=None, validation_size=VALIDATION_SIZE):
     """Fashion-MNIST (Xiao, Rasul and Vollgraf 2017): a drop-in harder MNIST for Lenet,
     60K/10K grey 28x28 images in MNIST's IDX format; pixels / 255 like MNIST."""
-    arrays = read_idx_folder(downloads.fashion_mnist_folder(data_dir))
-    (x, y), (x_test, y_test) = arrays["train"], arrays["test"]
-    x_train, y_train, x_val, y_val = split_validation(as_images(x), y.astype(np.int64), validation_size)
-    return Dataset("fashion-mnist", x_train, y_train, x_val, y_val, as_images(x_test), y_test.astype(np.int64))
+    return grey_dataset("fashion-mnist", read_idx_folder(downloads.fashion_mnist_folder(data_dir)), validation_size)
 
 
 CIFAR_RECORD = 1 + 3 * 32 * 32  # a label byte, then the red, green and blue 32x32 planes

@@ -106,7 +106,8 @@ class Trainer:
         check_batch_size(hp, data)
         self.net, self.data, self.hp = net, data, hp
         self.batches = Batches(data.x_train, data.y_train, hp.batch_size,
-                               seed=[seed, 7] if order_seed is None else order_seed)
+                               seed=[seed, 7] if order_seed is None else order_seed,
+                               pixels=getattr(data, "train_pixels", None))
         self.optimizer = optim.make(hp.optimizer, net, hp.momentum, hp.weight_decay, hp.nesterov)
         self.schedule = optim.Schedule(hp.lr, hp.warmup, tuple(hp.milestones), hp.gamma)
         self.augment_rng = np.random.default_rng([seed, 11])

@@ -10,6 +10,10 @@ from twins import assert_twins_agree, run_without_jit
 def arguments(kernel_name, rng, dtype):
     f = dtype.type
     n, features = 8, 13
+    if kernel_name == "gather_pixels":
+        pixels = rng.integers(0, 256, (20, features), dtype=np.uint8)
+        pixels[3] = [0, 255, *range(1, features - 1)]             # both ends of the range
+        return [pixels, np.array([3, 0, 19, 3]), f(255), np.zeros((4, features), dtype)]
     if kernel_name == "add_bias":
         return [rng.standard_normal((n, features)).astype(dtype), rng.standard_normal(features).astype(dtype)]
     if kernel_name in ("relu_forward",):
@@ -63,3 +67,20 @@ def test_training_runs_without_the_jit(tmp_path):
     result = run_without_jit(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_a_minibatch_gathered_from_pixels_is_the_dataset_s_floats_exactly(mnist):
+    """Batches divides MNIST's uint8 pixels by 255 itself: bit for bit what as_images gave,
+    for every pixel value."""
+    from minilottery import datasets
+    assert mnist.train_pixels.dtype == np.uint8 and mnist.train_pixels.shape == mnist.x_train.shape
+    every_value = np.arange(256, dtype=np.uint8).reshape(1, 256)
+    out = np.empty((1, 256), np.float32)
+    core.gather_pixels(every_value, np.array([0]), np.float32(255), out)
+    assert np.array_equal(out, datasets.as_images(every_value[:, :, None])[:, 0, :, 0])
+    with_pixels = datasets.Batches(mnist.x_train, mnist.y_train, 60, seed=5, pixels=mnist.train_pixels)
+    without = datasets.Batches(mnist.x_train, mnist.y_train, 60, seed=5)
+    for _ in range(3):
+        (x, y), (x_float, y_float) = with_pixels.next(), without.next()
+        assert x.dtype == np.float32 and x.shape == (60, 1, 28, 28)
+        assert np.array_equal(x, x_float) and np.array_equal(y, y_float)

@@ -5,10 +5,34 @@ over memory, which in plain NumPy cost more than the products themselves at the
 paper's batch size of 60 (each NumPy expression is a separate pass plus
 temporaries). Each kernel works in place and has a NumPy twin ``<name>_numpy``.
 """
+import numba
 import numpy as np
 from numba import prange
 
 from . import FLUSH_BELOW, jit, jit_inline, jit_nogil, jit_parallel
+
+
+# ----------------------------------------------------------------------------- the minibatch
+
+@numba.njit(cache=True, error_model="numpy")  # no fast-math: x / 255 rounded as NumPy rounds it
+def gather_pixels(pixels, index, scale, out):
+    """out[r] = pixels[index[r]] / scale: a minibatch of uint8 images as floats.
+
+    pixels (N, F) uint8, index (B,), scale of out's dtype (255), out (B, F). MNIST's 60 images
+    are 47 KB as pixels against 188 KB as float32, gathered from rows scattered over 43 MB
+    instead of 172 MB. Each value is converted, then divided in out's precision: exactly
+    the float32 that ``pixels.astype(np.float32) / 255.0`` gives (datasets.as_images).
+    """
+    for r in range(index.size):
+        row = pixels[index[r]]
+        for i in range(row.size):
+            out[r, i] = row[i]
+        for i in range(row.size):
+            out[r, i] = out[r, i] / scale
+
+
+def gather_pixels_numpy(pixels, index, scale, out):
+    out[...] = pixels[index].astype(out.dtype) / scale
 
 
 # ----------------------------------------------------------------------------- bias, ReLU
@@ -209,6 +233,7 @@ def momentum_update_numpy(w, g, buf, mask, lr, momentum, weight_decay, nesterov)
 
 
 TWINS = [
+    (gather_pixels, gather_pixels_numpy),
     (add_bias, add_bias_numpy),
     (relu_forward, relu_forward_numpy),
     (relu_backward, relu_backward_numpy),
