@@ -21,26 +21,45 @@ def zero_rich(rng, shape, density, dtype=np.float32):
 SHAPES = [(60, 784, 300), (7, 10, 65), (4, 4, 64)]
 
 
-def kernel_arguments(name, shape, rng, dtype):
+def kernel_arguments(name, shape, rng, dtype, transposed=False):
+    """Arguments of a kernel, or of the layer's two products; ``transposed``: the product of dW,
+    whose a is x^T, a view of x as it lies."""
     samples, inputs, outputs = shape
     x = zero_rich(rng, (samples, inputs), 0.2, dtype)
     x[1] = 0                                                    # a sample with no pixel at all
+    w, b = rng.standard_normal((inputs, outputs)).astype(dtype), rng.standard_normal(outputs).astype(dtype)
+    dy = rng.standard_normal((samples, outputs)).astype(dtype)
+    y, g = np.full((samples, outputs), np.nan, dtype), np.full((inputs, outputs), np.nan, dtype)  # NaN: all written
     if name == "nonzero_fraction":
         return [x.reshape(-1)]
+    if name == "matmul_skipping_zeros":
+        return [x.T, dy, b, g] if transposed else [x, w, b, y]
     if name == "forward_skipping_zeros":
-        return [x, rng.standard_normal((inputs, outputs)).astype(dtype), rng.standard_normal(outputs).astype(dtype),
-                np.full((samples, outputs), np.nan, dtype)]     # NaN: every output must be written
-    return [x, rng.standard_normal((samples, outputs)).astype(dtype), np.full((inputs, outputs), np.nan, dtype)]
+        return [x, w, b, y]
+    return [x, dy, g]                                           # weight_grad_skipping_zeros
 
 
+@pytest.mark.parametrize("transposed", [False, True], ids=["x", "x^T"])
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", [np.dtype(np.float32), np.dtype(np.float64)])
 @pytest.mark.parametrize("fast, reference", kernels.TWINS, ids=[k.__name__ for k, _ in kernels.TWINS])
-def test_kernel_matches_numpy_twin(fast, reference, dtype, shape):
+def test_kernel_matches_numpy_twin(fast, reference, dtype, shape, transposed):
     name = reference.__name__.removesuffix("_numpy")
     tolerance = 1e-5 if dtype == np.float32 else 1e-12
-    assert_twins_agree(fast, reference, lambda: kernel_arguments(name, shape, np.random.default_rng(0), dtype),
+    assert_twins_agree(fast, reference,
+                       lambda: kernel_arguments(name, shape, np.random.default_rng(0), dtype, transposed),
                        tolerance, run=single_threaded)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_the_layer_s_two_products_are_the_matrix_products(rng, shape):
+    """y = x W + b and dW = x^T dy through the one kernel, at every shape of the twin test."""
+    x, w, b, y = kernel_arguments("forward_skipping_zeros", shape, rng, np.dtype(np.float64))
+    _, dy, g = kernel_arguments("weight_grad_skipping_zeros", shape, rng, np.dtype(np.float64))
+    single_threaded(kernels.forward_skipping_zeros, x, w, b, y)
+    single_threaded(kernels.weight_grad_skipping_zeros, x, dy, g)
+    np.testing.assert_allclose(y, x @ w + b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(g, x.T @ dy, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("kernel", [kernels.forward_skipping_zeros, kernels.weight_grad_skipping_zeros])

@@ -6,23 +6,25 @@ x / 255 with no other normalisation, datasets.py), so of the first layer's produ
     forward     y = x @ W + b       (N, 784) @ (784, 300)
     backward    dW = x^T dy         (784, N) @ (N, 300)
 
-four fifths of the multiply-adds multiply by zero. BLAS does them all. These kernels
-do only those a register block needs (the layer is layers.Dense; the data's density
-decides per batch whether it calls them, see ``worth_skipping``):
+four fifths of the multiply-adds multiply by zero. BLAS does them all. Both are
+``a @ b + bias`` with the zeros in a, and one kernel does them, with only the
+multiply-adds a register block needs (the layer is layers.Dense; the data's density
+decides per batch whether it calls it, ``Dense.skips_zeros``):
 
-    forward     for a group of S = 4 samples, the pixels where any of them is nonzero
-                (39% of all on MNIST): y[group, block] += x[group, i] W[i, block]
-    dW          for a group of P = 4 neighbouring pixels, the samples where any of them
-                is nonzero (28%): dW[group, block] += x[n, group] dy[n, block]
+    for a group of 4 rows of a, the columns of a where any of them is nonzero:
+    out[group, block] += a[group, k] b[k, block]
 
-Each W row (or dy row) that is read serves 4 accumulators of 64 columns, so the loop
-runs on the core's multiply-adds, not on loads from L2: one sample at a time, every W
-row read per nonzero pixel served one accumulator and ran 2.3x slower than this.
+    forward     a = x:   4 samples, the pixels nonzero in any of them (39% on MNIST)
+    dW          a = x^T: 4 neighbouring pixels, the samples nonzero at any of them (28%)
+
+Each row of b (a W row, or a dy row) that is read serves 4 accumulators of 64 columns,
+so the loop runs on the core's multiply-adds, not on loads from L2: one sample at a
+time, every W row read per nonzero pixel served one accumulator and ran 2.3x slower.
 Output columns go in blocks of 64; the last block is shifted left to end at the last
 column (300 = 4 x 64 + 44: the last block is columns 236-299), so no block needs a
-remainder loop; the shifted last group of samples or pixels writes only its new rows.
-Every output is computed by one loop iteration in a fixed order, so the numbers do not
-depend on the thread count. Each kernel has a NumPy twin ``<name>_numpy``.
+remainder loop; the shifted last group of rows writes only its new rows. Every output
+is computed by one loop iteration in a fixed order, so the numbers do not depend on the
+thread count. Each kernel has a NumPy twin ``<name>_numpy``.
 """
 import numpy as np
 from numba import prange
@@ -34,7 +36,8 @@ COLUMNS = 64  # output columns per register block: four AVX-512 registers of flo
 
 
 def fits(samples, inputs, outputs):
-    """Whether the kernels' blocks fit the layer: at least one whole group and column block."""
+    """Whether the kernel's blocks fit the layer: at least one whole group of samples and of
+    pixels, and one column block."""
     return samples >= GROUP and inputs >= GROUP and outputs >= COLUMNS
 
 
@@ -52,95 +55,61 @@ def nonzero_fraction_numpy(x):
 
 
 @jit_parallel
-def forward_skipping_zeros(x, w, b, y):
-    """y = x @ W + b, skipping the pixels that are 0 in a whole group of samples.
+def matmul_skipping_zeros(a, b, bias, out):
+    """out = a @ b + bias, skipping the columns of a that are 0 in a whole group of its rows.
 
-    x (N, in), w (in, out), b (out,), y (N, out) written; N >= GROUP, out >= COLUMNS.
+    a (M, K) (x, or x^T: a transposed view is read as it lies), b (K, out), bias (out,),
+    out (M, out) written; M >= GROUP, out >= COLUMNS.
     """
-    samples, inputs = x.shape
-    outputs = w.shape[1]
-    for group in prange(-(-samples // GROUP)):
-        first = max(0, min(group * GROUP, samples - GROUP))  # the last group shifted back to fit
-        fresh = group * GROUP - first                         # its rows an earlier group wrote
-        pixels = np.empty(inputs, np.int64)                   # where any of the group is nonzero
-        values = np.empty((inputs, GROUP), x.dtype)           # x[group's samples, those pixels]
+    rows, inner = a.shape
+    outputs = b.shape[1]
+    for group in prange(-(-rows // GROUP)):
+        first = max(0, min(group * GROUP, rows - GROUP))  # the last group shifted back to fit
+        fresh = group * GROUP - first                      # its rows an earlier group wrote
+        nonzero_at = np.empty(inner, np.int64)             # where any row of the group is nonzero
+        values = np.empty((inner, GROUP), a.dtype)         # a[group's rows, those columns]
         count = 0
-        for i in range(inputs):
-            pixels[count] = i
+        for k in range(inner):
+            nonzero_at[count] = k
             nonzero = False
-            for s in range(GROUP):
-                value = x[first + s, i]
-                values[count, s] = value
+            for r in range(GROUP):
+                value = a[first + r, k]
+                values[count, r] = value
                 nonzero |= value != 0
             count += nonzero
-        acc = register_block(GROUP, COLUMNS, y.dtype)         # y[group, block]
+        acc = register_block(GROUP, COLUMNS, out.dtype)    # out[group, block]
         for block in range(-(-outputs // COLUMNS)):
             j0 = max(0, min(block * COLUMNS, outputs - COLUMNS))  # max(0, .): LLVM then knows j0 >= 0
-            for s in range(GROUP):
+            for r in range(GROUP):
                 for c in range(COLUMNS):
-                    acc[s, c] = 0
-            for k in range(count):
-                i = pixels[k]
-                for s in range(GROUP):
-                    value = values[k, s]
+                    acc[r, c] = 0
+            for q in range(count):
+                k = nonzero_at[q]
+                for r in range(GROUP):
+                    value = values[q, r]
                     for c in range(COLUMNS):
-                        acc[s, c] += value * w[i, j0 + c]
-            for s in range(GROUP):
-                if s >= fresh:
+                        acc[r, c] += value * b[k, j0 + c]
+            for r in range(GROUP):
+                if r >= fresh:
                     for c in range(COLUMNS):
-                        y[first + s, j0 + c] = acc[s, c] + b[j0 + c]
+                        out[first + r, j0 + c] = acc[r, c] + bias[j0 + c]
 
 
-def forward_skipping_zeros_numpy(x, w, b, y):
-    y[...] = x @ w + b
+def matmul_skipping_zeros_numpy(a, b, bias, out):
+    out[...] = a @ b + bias
 
 
-@jit_parallel
+def forward_skipping_zeros(x, w, b, y):
+    """y = x @ W + b: x (N, in) with N >= GROUP, W (in, out) with out >= COLUMNS, y (N, out) written."""
+    matmul_skipping_zeros(x, w, b, y)
+
+
 def weight_grad_skipping_zeros(x, dy, g):
-    """g = x^T dy (dW of y = x @ W + b), skipping the samples that are 0 at a whole group of pixels.
-
-    x (N, in), dy (N, out), g (in, out) written; in >= GROUP, out >= COLUMNS.
-    """
-    samples, inputs = x.shape
-    outputs = dy.shape[1]
-    for group in prange(-(-inputs // GROUP)):
-        first = max(0, min(group * GROUP, inputs - GROUP))
-        fresh = group * GROUP - first
-        rows = np.empty(samples, np.int64)                    # samples nonzero at any of the group
-        values = np.empty((samples, GROUP), x.dtype)          # x[those samples, group's pixels]
-        count = 0
-        for n in range(samples):
-            rows[count] = n
-            nonzero = False
-            for p in range(GROUP):
-                value = x[n, first + p]
-                values[count, p] = value
-                nonzero |= value != 0
-            count += nonzero
-        acc = register_block(GROUP, COLUMNS, g.dtype)         # dW[group, block]
-        for block in range(-(-outputs // COLUMNS)):
-            j0 = max(0, min(block * COLUMNS, outputs - COLUMNS))
-            for p in range(GROUP):
-                for c in range(COLUMNS):
-                    acc[p, c] = 0
-            for k in range(count):
-                n = rows[k]
-                for p in range(GROUP):
-                    value = values[k, p]
-                    for c in range(COLUMNS):
-                        acc[p, c] += value * dy[n, j0 + c]
-            for p in range(GROUP):
-                if p >= fresh:
-                    for c in range(COLUMNS):
-                        g[first + p, j0 + c] = acc[p, c]
-
-
-def weight_grad_skipping_zeros_numpy(x, dy, g):
-    g[...] = x.T @ dy
+    """g = dW = x^T dy: x (N, in) with in >= GROUP, dy (N, out) with out >= COLUMNS, g (in, out) written."""
+    matmul_skipping_zeros(x.T, dy, np.zeros(dy.shape[1], dy.dtype), g)
 
 
 TWINS = [
     (nonzero_fraction, nonzero_fraction_numpy),
-    (forward_skipping_zeros, forward_skipping_zeros_numpy),
-    (weight_grad_skipping_zeros, weight_grad_skipping_zeros_numpy),
+    (matmul_skipping_zeros, matmul_skipping_zeros_numpy),
 ]
