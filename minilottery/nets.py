@@ -80,7 +80,6 @@ class Network:
         # Lenet's fc1 sees the images themselves, four fifths zeros on MNIST: it may skip them
         first = self.layers[self.first_trainable][1] if with_params else None
         self.input_layer = first if isinstance(first, Dense) else None
-        self.skipping = False  # this pass's input_layer skips the zeros of the input
         self.pool_threads = any(getattr(leaf, "winograd", False) for _, leaf in self.leaves)
 
     @staticmethod
@@ -119,15 +118,27 @@ class Network:
         self.sparse_update = sparse.compress(self, mode)
         self.sparse_layers = any(getattr(leaf, "sparse", None) is not None for _, leaf in self.leaves)
 
+    @property
+    def skipping(self):
+        """Whether this pass's first layer skips the zeros of the input (``forward`` decides)."""
+        return self.input_layer is not None and self.input_layer.skipping
+
+    @property
+    def numba_passes(self):
+        """Whether this network's passes, and so its optimizer step, run on Numba's threads
+        (``sparse_cores``): a Lenet with sparse layers, or whose first layer skips the zeros of
+        this pass's input. A network with Winograd convolutions runs on its pool instead."""
+        return not self.pool_threads and (self.sparse_layers or self.skipping)
+
     def cores(self):
         """The threading a pass runs under: a network with Winograd convolutions spreads
         its work over minilottery's own pool, Lenet over OpenBLAS's threads (threads.py),
-        and a Lenet with sparse layers, or whose first layer skips the zeros of the input,
-        over Numba's, or, where those sleep between kernels (``helpers_spin``), on one
-        thread, with Numba's count set once for the pass."""
+        or over Numba's where its passes are Numba kernels (``numba_passes``), or, where those
+        sleep between kernels (``helpers_spin``), on one thread, with Numba's count set once
+        for the pass."""
         if self.pool_threads:
             return threads.pool_owns_cores()
-        return self.sparse_cores() if self.sparse_layers or self.skipping else contextlib.nullcontext()
+        return self.sparse_cores() if self.numba_passes else contextlib.nullcontext()
 
     def sparse_cores(self):
         """Where the sparse kernels (sparse.py) and their optimizer step run: on all of Numba's
@@ -139,8 +150,8 @@ class Network:
         return one_numba_thread()
 
     def forward(self, x, train=False):
-        # decided once per pass, as backward runs under the same cores
-        self.skipping = self.input_layer is not None and self.input_layer.skips_zeros(x)
+        if self.input_layer is not None:  # decided once per pass: backward runs under the same cores
+            self.input_layer.skips_zeros(x)
         with self.cores():
             for _, layer in self.layers:
                 x = layer.forward(x, train)

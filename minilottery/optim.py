@@ -134,10 +134,10 @@ class Adam(Optimizer):
 def dense_update(net, kernel, arrays, hyper):
     """An element-wise update ``kernel`` over the flat arrays: in slices side by side on the
     pool's threads when the network's passes run on the pool (threads.py); on Numba's
-    threads where the passes do (a first layer that skips the input's zeros: a helper left
-    asleep through a one-thread update took 100-130 us to wake for the next pass); else on
-    one thread (beside OpenBLAS's spinning helper a second thread would only compete)."""
-    if getattr(net, "skipping", False):
+    threads where the passes do (``Network.numba_passes``: a helper left asleep through a
+    one-thread update took 100-130 us to wake for the next pass); else on one thread
+    (beside OpenBLAS's spinning helper a second thread would only compete)."""
+    if getattr(net, "numba_passes", False):
         with net.sparse_cores():
             kernel(*arrays, *hyper)
         return
