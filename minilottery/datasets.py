@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from . import downloads
-from .kernels import core
 from .idx import DataFileError, read_image_label_pair
+from .kernels import core
 
 SHIPPED_MNIST = Path(__file__).parent / "data" / "mnist"
 SPLIT_SEED = 0  # the fixed seed that picks the validation images

@@ -24,6 +24,10 @@ set_environment("GOMP_SPINCOUNT", "4000")
 
 import numba  # noqa: E402  (after the environment variable above)
 import numpy as np  # noqa: E402
+from numba import types  # noqa: E402
+from numba.core import cgutils  # noqa: E402
+from numba.core.errors import TypingError  # noqa: E402
+from numba.extending import intrinsic, overload  # noqa: E402
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt(3)
 KEEP_BYTES = 1 << 30
@@ -166,12 +170,6 @@ def single_threaded(kernel, *args):
 
 
 # ----------------------------------------------------------------------------- register blocks
-
-from numba import types  # noqa: E402
-from numba.core import cgutils  # noqa: E402
-from numba.core.errors import TypingError  # noqa: E402
-from numba.extending import intrinsic, overload  # noqa: E402
-
 
 @intrinsic
 def _stack_pointer(typingctx, count, dtype):
