@@ -117,6 +117,8 @@ def torch_layers(layers):
         elif isinstance(layer, BatchNorm2d):
             specs.append({"type": "batchnorm", "channels": layer.params["gamma"].size, "eps": layer.eps,
                           "momentum": layer.momentum})
+            if layer.relu:  # batch norm and the ReLU after it, one layer here
+                specs.append({"type": "relu"})
         elif isinstance(layer, MaxPool2d):
             specs.append({"type": "maxpool", "size": layer.size})
         elif isinstance(layer, Dropout):

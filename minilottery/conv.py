@@ -98,11 +98,15 @@ class BatchNorm2d(Layer):
     Training normalises with the batch's μ and σ² over (N, H, W) and updates running
     estimates, r <- (1 - momentum) r + momentum * batch value (PyTorch's convention,
     unbiased σ²); evaluation normalises with the running estimates.
+
+    With ``relu`` the layer is batch norm followed by a ReLU, y = max(γ x̂ + β, 0), in
+    the same passes over the map (kernels/batchnorm.py): Resnet-18 and VGG-19 put a ReLU
+    after most of their batch norms.
     """
 
-    def __init__(self, channels, momentum=0.1, eps=1e-5, dtype=np.float32):
+    def __init__(self, channels, momentum=0.1, eps=1e-5, relu=False, dtype=np.float32):
         super().__init__()
-        self.momentum, self.eps = momentum, eps
+        self.momentum, self.eps, self.relu = momentum, eps, relu
         self.params = {"gamma": np.ones(channels, dtype), "beta": np.zeros(channels, dtype)}
         self.grads = {name: np.zeros_like(p) for name, p in self.params.items()}
         self.buffers = {"running_mean": np.zeros(channels, dtype), "running_var": np.ones(channels, dtype)}
@@ -128,26 +132,29 @@ class BatchNorm2d(Layer):
             mean, var = self.buffers["running_mean"].copy(), self.buffers["running_var"]
         self.mean = mean
         self.inv_std = (1 / np.sqrt(var + self.eps)).astype(x.dtype)  # (C,)
-        # y = γ x̂ + β = x * (γ / σ) + (β - μ γ / σ), one pass
-        scale = self.params["gamma"] * self.inv_std
+        # y = γ x̂ + β = x * (γ / σ) + (β - μ γ / σ), one pass (and the ReLU in it)
+        self.scale = self.params["gamma"] * self.inv_std
+        self.shift = self.params["beta"] - mean * self.scale
         y = np.empty_like(x)
-        batchnorm_kernels.channel_affine(x, scale, self.params["beta"] - mean * scale, y)
+        batchnorm_kernels.channel_affine(x, self.scale, self.shift, self.relu, y)
         return y
 
     def backward(self, dy, need_dx=True):
-        channels = dy.shape[1]
-        # dβ = sum of dy, dγ = sum of dy x̂ (x̂ recomputed from x), over (N, H, W)
-        batchnorm_kernels.batchnorm_backward_sums(dy, self.x, self.mean, self.inv_std, self.grads["beta"], self.grads["gamma"])
+        # g = dy, or with the ReLU dy where γ x̂ + β > 0 and 0 elsewhere (recomputed from x);
+        # dβ = sum of g, dγ = sum of g x̂, over (N, H, W)
+        fused = (self.scale, self.shift, self.relu)
+        batchnorm_kernels.batchnorm_backward_sums(dy, self.x, self.mean, self.inv_std, *fused,
+                                                  self.grads["beta"], self.grads["gamma"])
         if not need_dx:
             return None
         dx = np.empty_like(dy)
-        if not self.train:  # μ and σ² were constants: dx = dy γ / σ
-            batchnorm_kernels.channel_affine(dy, self.params["gamma"] * self.inv_std, np.zeros(channels, dy.dtype), dx)
-            return dx
-        # μ and σ² depend on x: dx = γ/σ (dy - mean(dy) - x̂ mean(dy x̂)), means over (N, H, W)
-        count = dy.size // channels
-        batchnorm_kernels.batchnorm_input_grad(dy, self.x, self.mean, self.inv_std, self.params["gamma"],
-                                     self.grads["beta"] / count, self.grads["gamma"] / count, dx)
+        if self.train:  # μ and σ² depend on x: dx = γ/σ (g - mean(g) - x̂ mean(g x̂)), means over (N, H, W)
+            count = dy.size // dy.shape[1]
+            mean_g, mean_g_xhat = self.grads["beta"] / count, self.grads["gamma"] / count
+        else:  # μ and σ² were constants: dx = γ/σ g
+            mean_g = mean_g_xhat = np.zeros_like(self.mean)
+        batchnorm_kernels.batchnorm_input_grad(dy, self.x, self.mean, self.inv_std, self.params["gamma"], *fused,
+                                               mean_g, mean_g_xhat, dx)
         return dx
 
 
@@ -175,11 +182,10 @@ class ResidualBlock(Layer):
     def __init__(self, in_channels, out_channels, stride=1, dtype=np.float32):
         super().__init__()
         self.conv1 = Conv2d(in_channels, out_channels, 3, stride, bias=False, dtype=dtype)
-        self.bn1, self.relu1 = BatchNorm2d(out_channels, dtype=dtype), ReLU()
+        self.bn1 = BatchNorm2d(out_channels, relu=True, dtype=dtype)  # relu(bn1(...)) in one layer
         self.conv2 = Conv2d(out_channels, out_channels, 3, 1, bias=False, dtype=dtype)
         self.bn2, self.relu2 = BatchNorm2d(out_channels, dtype=dtype), ReLU()
-        self.children = [("conv1", self.conv1), ("bn1", self.bn1), ("relu1", self.relu1),
-                         ("conv2", self.conv2), ("bn2", self.bn2)]
+        self.children = [("conv1", self.conv1), ("bn1", self.bn1), ("conv2", self.conv2), ("bn2", self.bn2)]
         self.projection = stride != 1 or in_channels != out_channels
         if self.projection:
             self.shortcut = Conv2d(in_channels, out_channels, 1, stride, padding=0, bias=False, dtype=dtype)
@@ -187,17 +193,14 @@ class ResidualBlock(Layer):
             self.shortcut_bn = BatchNorm2d(out_channels, dtype=dtype)
             self.children += [("shortcut", self.shortcut), ("shortcut_bn", self.shortcut_bn)]
         self.children.append(("relu2", self.relu2))
-        self.main = [self.conv1, self.bn1, self.relu1, self.conv2, self.bn2]
+        self.main = [self.conv1, self.bn1, self.conv2, self.bn2]
 
     def forward(self, x, train=False):
         out = x
         for layer in self.main:
             out = layer.forward(out, train)  # (N, K, H/s, W/s), a fresh array from bn2
-        if self.projection:
-            out += self.shortcut_bn.forward(self.shortcut.forward(x, train), train)
-        else:
-            out += x
-        return self.relu2.forward(out, train)
+        shortcut = self.shortcut_bn.forward(self.shortcut.forward(x, train), train) if self.projection else x
+        return self.relu2.forward_sum(out, shortcut)  # relu(out + shortcut), in one pass over out
 
     def backward(self, dy, need_dx=True):
         d = self.relu2.backward(dy)  # the sum's gradient goes to both branches unchanged

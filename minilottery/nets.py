@@ -208,7 +208,8 @@ CIFAR_SHAPE = (3, 32, 32)
 
 
 def _conv_stack(plan, input_shape, batch_norm, dtype):
-    """3x3 "same" convs with ReLU (and batch norm) and 2x2 max-pools; returns (layers, output shape)."""
+    """3x3 "same" convs with ReLU (or batch norm and ReLU, one layer: conv.BatchNorm2d) and 2x2
+    max-pools; returns (layers, output shape)."""
     from .conv import BatchNorm2d, Conv2d, MaxPool2d
     channels, height, width = input_shape
     layers, convs, pools = [], 0, 0
@@ -220,9 +221,10 @@ def _conv_stack(plan, input_shape, batch_norm, dtype):
             continue
         convs += 1
         layers.append((f"conv{convs}", Conv2d(channels, entry, 3, bias=not batch_norm, dtype=dtype)))
-        if batch_norm:  # the conv's bias would duplicate batch norm's β
-            layers.append((f"bn{convs}", BatchNorm2d(entry, dtype=dtype)))
-        layers.append((f"conv{convs}_relu", ReLU()))
+        if batch_norm:  # the conv's bias would duplicate batch norm's β; the ReLU is batch norm's
+            layers.append((f"bn{convs}", BatchNorm2d(entry, relu=True, dtype=dtype)))
+        else:
+            layers.append((f"conv{convs}_relu", ReLU()))
         channels = entry
     return layers, (channels, height, width)
 
@@ -273,7 +275,7 @@ def resnet18(input_shape=CIFAR_SHAPE, dropout=0.0, dtype=np.float32):
     ``dropout`` is not used."""
     from .conv import BatchNorm2d, Conv2d, GlobalAvgPool, ResidualBlock
     layers = [("conv", Conv2d(input_shape[0], 16, 3, bias=False, dtype=dtype)),
-              ("bn", BatchNorm2d(16, dtype=dtype)), ("relu", ReLU())]
+              ("bn", BatchNorm2d(16, relu=True, dtype=dtype))]  # batch norm, then ReLU
     channels, block = 16, 0
     for stage, width in enumerate([16, 32, 64]):
         for index in range(3):

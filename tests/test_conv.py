@@ -13,9 +13,10 @@ from twins import assert_twins_agree, run_without_jit
 
 # ----------------------------------------------------------------------------- kernels and twins
 
-def kernel_arguments(name, rng, dtype, channels=(3, 4)):
+def kernel_arguments(name, rng, dtype, channels=(3, 4), relu=True):
     """Inputs for a kernel, on awkward sizes (H, W not multiples of the tile or the window;
-    ``channels`` (C, K) below, or beyond and not multiples of, layout.py's blocks of 8)."""
+    ``channels`` (C, K) below, or beyond and not multiples of, layout.py's blocks of 8);
+    ``relu``: the batch-norm kernels' fused ReLU."""
     (c, k), n, h, w = channels, 2, 7, 10
     normal = lambda *shape: rng.standard_normal(shape).astype(dtype)  # noqa: E731
     th, tw = winograd.tile_grid(h, w)
@@ -52,11 +53,13 @@ def kernel_arguments(name, rng, dtype, channels=(3, 4)):
     if name == "channel_statistics":
         return [normal(n, c, h, w) * 3 + 1, np.zeros(c, dtype), np.zeros(c, dtype)]
     if name == "channel_affine":
-        return [normal(n, c, h, w), normal(c), normal(c), np.zeros((n, c, h, w), dtype)]
+        return [normal(n, c, h, w), normal(c), normal(c), relu, np.zeros((n, c, h, w), dtype)]
     if name == "batchnorm_backward_sums":
-        return [normal(n, c, h, w), normal(n, c, h, w), normal(c), normal(c), np.zeros(c, dtype), np.zeros(c, dtype)]
+        return [normal(n, c, h, w), normal(n, c, h, w), normal(c), normal(c), normal(c), normal(c), relu,
+                np.zeros(c, dtype), np.zeros(c, dtype)]
     if name == "batchnorm_input_grad":
-        return [normal(n, c, h, w), normal(n, c, h, w)] + [normal(c) for _ in range(5)] + [np.zeros((n, c, h, w), dtype)]
+        return ([normal(n, c, h, w), normal(n, c, h, w)] + [normal(c) for _ in range(5)] + [relu]
+                + [normal(c) for _ in range(2)] + [np.zeros((n, c, h, w), dtype)])
     raise KeyError(name)
 
 
@@ -80,6 +83,13 @@ def test_channels_last_kernels_match_twins_across_blocks_of_channels(fast, refer
     name = reference.__name__.removesuffix("_numpy")
     assert winograd_tiles.SEGMENT // 100 == 2 and winograd.tile_grid(7, 10)[1] == 3
     assert_twins_agree(fast, reference, lambda: kernel_arguments(name, np.random.default_rng(1), np.float32, channels),
+                       1e-4)
+
+
+@pytest.mark.parametrize("fast, reference", batchnorm.TWINS[1:], ids=[k.__name__ for k, _ in batchnorm.TWINS[1:]])
+def test_batchnorm_kernels_match_twins_without_the_fused_relu(fast, reference):
+    name = reference.__name__.removesuffix("_numpy")
+    assert_twins_agree(fast, reference, lambda: kernel_arguments(name, np.random.default_rng(2), np.float32, relu=False),
                        1e-4)
 
 
@@ -256,6 +266,36 @@ def test_batchnorm_gradients(train, rng):
     layer.buffers["running_mean"][...] = rng.standard_normal(3)
     layer.buffers["running_var"][...] = rng.random(3) + 0.5
     gradcheck.check_layer(layer, rng.standard_normal((2, 3, 4, 5)) * 2 + 1, train=train)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_batchnorm_with_relu_gradients(train, rng):
+    layer = conv.BatchNorm2d(3, relu=True, dtype=np.float64)
+    layer.params["gamma"][...] = rng.standard_normal(3)
+    layer.params["beta"][...] = rng.standard_normal(3)
+    layer.buffers["running_mean"][...] = rng.standard_normal(3)
+    layer.buffers["running_var"][...] = rng.random(3) + 0.5
+    gradcheck.check_layer(layer, rng.standard_normal((2, 3, 4, 5)) * 2 + 1, train=train)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_batchnorm_with_relu_is_batchnorm_then_relu(train, rng):
+    """The fused layer gives the numbers of the two layers in turn, forward and backward, and
+    passes no gradient where the ReLU cut its input to 0."""
+    from minilottery.layers import ReLU
+    fused, plain, relu = conv.BatchNorm2d(4, relu=True), conv.BatchNorm2d(4), ReLU()
+    for layer in (fused, plain):
+        layer.params["gamma"][...] = [1.5, -0.5, 2.0, 0.25]
+        layer.params["beta"][...] = [0.3, -0.2, 0.0, 1.0]
+    x = (rng.standard_normal((3, 4, 5, 6)) * 2 + 1).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    y = fused.forward(x, train)
+    np.testing.assert_allclose(y, relu.forward(plain.forward(x, train), train), rtol=1e-6, atol=1e-6)
+    assert (y == 0).mean() > 0.2 and (y > 0).mean() > 0.2
+    dx = fused.backward(dy)
+    np.testing.assert_allclose(dx, plain.backward(relu.backward(dy.copy())), rtol=1e-5, atol=1e-5)
+    for key in ("gamma", "beta"):
+        np.testing.assert_allclose(fused.grads[key], plain.grads[key], rtol=1e-5, atol=1e-5)
 
 
 def test_batchnorm_statistics(rng):

@@ -18,7 +18,7 @@ def arguments(kernel_name, rng, dtype):
         return [rng.standard_normal((n, features)).astype(dtype), rng.standard_normal(features).astype(dtype)]
     if kernel_name in ("relu_forward",):
         return [rng.standard_normal(n * features).astype(dtype)]
-    if kernel_name == "relu_backward":
+    if kernel_name in ("relu_backward", "add_relu_forward"):
         return [rng.standard_normal(50).astype(dtype), rng.standard_normal(50).astype(dtype)]
     if kernel_name == "bias_grad":
         return [rng.standard_normal((n, features)).astype(dtype), np.zeros(features, dtype)]

@@ -9,10 +9,27 @@ of each channel c,
 Each Numba kernel fuses what NumPy would do in 4-6 passes with temporaries, runs in
 parallel over channels, and has a NumPy twin ``<name>_numpy``; ``TWINS`` lists them.
 Per-channel sums run in float64, so a mean over a whole batch of float32 maps stays exact.
+
+With ``relu`` the kernels also do the ReLU that follows batch norm in Resnet-18 and
+VGG-19: the forward writes max(x a + b, 0) (a = γ / σ, b = β - μ a), and the backward
+passes dy only where x a + b > 0, recomputed from x in the same float32 operations
+rather than read from a stored output. A separate ReLU layer would make two more passes
+over the map forward and three backward.
 """
+import numpy as np
 from numba import prange
 
-from . import jit_parallel
+from . import jit_inline, jit_parallel
+
+
+@jit_inline
+def passed(g, x, a, b, relu, zero):
+    """g where a fused ReLU let x a + b through (> 0), else zero; g itself without one."""
+    return g if not relu or x * a + b > 0 else zero
+
+
+def passed_numpy(g, x, a, b, relu):
+    return g * (x * a + b > 0) if relu else g
 
 
 @jit_parallel
@@ -45,58 +62,72 @@ def channel_statistics_numpy(x, mean, var):
 
 
 @jit_parallel
-def channel_affine(x, scale, shift, y):
-    """y[:, c] = x[:, c] * scale[c] + shift[c]."""
+def channel_affine(x, scale, shift, relu, y):
+    """y[:, c] = x[:, c] * scale[c] + shift[c], and max(that, 0) with ``relu``."""
     n_images, channels, height, width = x.shape
+    zero = y.dtype.type(0)
     for plane in prange(n_images * channels):
         n, c = plane // channels, plane % channels
         a, b = scale[c], shift[c]
         for i in range(height):
             for j in range(width):
-                y[n, c, i, j] = x[n, c, i, j] * a + b
+                value = x[n, c, i, j] * a + b
+                y[n, c, i, j] = zero if relu and value < 0 else value  # NaN stays NaN, as in np.maximum
 
 
-def channel_affine_numpy(x, scale, shift, y):
+def channel_affine_numpy(x, scale, shift, relu, y):
     y[...] = x * scale[:, None, None] + shift[:, None, None]
+    if relu:
+        np.maximum(y, 0, out=y)
 
 
 @jit_parallel
-def batchnorm_backward_sums(dy, x, mean, inv_std, sum_dy, sum_dy_xhat):
-    """sum_dy[c] = sum of dy[:, c]; sum_dy_xhat[c] = sum of dy[:, c] x̂[:, c], x̂ = (x - μ) inv_std."""
+def batchnorm_backward_sums(dy, x, mean, inv_std, scale, shift, relu, sum_dy, sum_dy_xhat):
+    """sum_dy[c] = sum of g[:, c]; sum_dy_xhat[c] = sum of g[:, c] x̂[:, c], x̂ = (x - μ) inv_std,
+    where g = dy, or with ``relu`` dy where x scale + shift > 0 (``passed``) and 0 elsewhere."""
     n_images, channels, height, width = x.shape
+    zero = dy.dtype.type(0)
     for c in prange(channels):
-        mu, s = mean[c], inv_std[c]
+        mu, s, a, b = mean[c], inv_std[c], scale[c], shift[c]
         total, weighted = 0.0, 0.0
         for n in range(n_images):
             for i in range(height):
                 for j in range(width):
-                    g = dy[n, c, i, j]
+                    value = x[n, c, i, j]
+                    g = passed(dy[n, c, i, j], value, a, b, relu, zero)
                     total += g
-                    weighted += g * ((x[n, c, i, j] - mu) * s)
+                    weighted += g * ((value - mu) * s)
         sum_dy[c], sum_dy_xhat[c] = total, weighted
 
 
-def batchnorm_backward_sums_numpy(dy, x, mean, inv_std, sum_dy, sum_dy_xhat):
+def batchnorm_backward_sums_numpy(dy, x, mean, inv_std, scale, shift, relu, sum_dy, sum_dy_xhat):
+    g = passed_numpy(dy, x, scale[:, None, None], shift[:, None, None], relu)
     x_hat = (x - mean[:, None, None]) * inv_std[:, None, None]
-    sum_dy[...] = dy.sum(axis=(0, 2, 3))
-    sum_dy_xhat[...] = (dy * x_hat).sum(axis=(0, 2, 3))
+    sum_dy[...] = g.sum(axis=(0, 2, 3))
+    sum_dy_xhat[...] = (g * x_hat).sum(axis=(0, 2, 3))
 
 
 @jit_parallel
-def batchnorm_input_grad(dy, x, mean, inv_std, gamma, mean_dy, mean_dy_xhat, dx):
-    """dx = γ inv_std (dy - mean(dy) - x̂ mean(dy x̂)), the means over (N, H, W) of channel c."""
+def batchnorm_input_grad(dy, x, mean, inv_std, gamma, scale, shift, relu, mean_dy, mean_dy_xhat, dx):
+    """dx = γ inv_std (g - mean(g) - x̂ mean(g x̂)), the means over (N, H, W) of channel c,
+    with g as in ``batchnorm_backward_sums``."""
     n_images, channels, height, width = x.shape
+    zero = dy.dtype.type(0)
     for plane in prange(n_images * channels):
         n, c = plane // channels, plane % channels
-        mu, s, scale, m, mx = mean[c], inv_std[c], gamma[c] * inv_std[c], mean_dy[c], mean_dy_xhat[c]
+        mu, s, factor, m, mx = mean[c], inv_std[c], gamma[c] * inv_std[c], mean_dy[c], mean_dy_xhat[c]
+        a, b = scale[c], shift[c]
         for i in range(height):
             for j in range(width):
-                dx[n, c, i, j] = scale * (dy[n, c, i, j] - m - (x[n, c, i, j] - mu) * s * mx)
+                value = x[n, c, i, j]
+                g = passed(dy[n, c, i, j], value, a, b, relu, zero)
+                dx[n, c, i, j] = factor * (g - m - (value - mu) * s * mx)
 
 
-def batchnorm_input_grad_numpy(dy, x, mean, inv_std, gamma, mean_dy, mean_dy_xhat, dx):
+def batchnorm_input_grad_numpy(dy, x, mean, inv_std, gamma, scale, shift, relu, mean_dy, mean_dy_xhat, dx):
+    g = passed_numpy(dy, x, scale[:, None, None], shift[:, None, None], relu)
     x_hat = (x - mean[:, None, None]) * inv_std[:, None, None]
-    dx[...] = (gamma * inv_std)[:, None, None] * (dy - mean_dy[:, None, None] - x_hat * mean_dy_xhat[:, None, None])
+    dx[...] = (gamma * inv_std)[:, None, None] * (g - mean_dy[:, None, None] - x_hat * mean_dy_xhat[:, None, None])
 
 
 TWINS = [

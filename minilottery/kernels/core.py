@@ -67,6 +67,19 @@ def relu_forward_numpy(x):
 
 
 @jit_nogil
+def add_relu_forward(x, other):
+    """x = max(x + other, 0), in place on flat arrays: the end of a residual block."""
+    for i in range(x.size):
+        v = x[i] + other[i]
+        x[i] = 0 if v < 0 else v
+
+
+def add_relu_forward_numpy(x, other):
+    x += other
+    np.maximum(x, 0, out=x)
+
+
+@jit_nogil
 def relu_backward(dy, y):
     """dy = dy * (y > 0), in place on flat arrays; y is the ReLU's output. A select, as above."""
     for i in range(dy.size):
@@ -236,6 +249,7 @@ TWINS = [
     (gather_pixels, gather_pixels_numpy),
     (add_bias, add_bias_numpy),
     (relu_forward, relu_forward_numpy),
+    (add_relu_forward, add_relu_forward_numpy),
     (relu_backward, relu_backward_numpy),
     (bias_grad, bias_grad_numpy),
     (dropout_forward, dropout_forward_numpy),
