@@ -60,11 +60,13 @@ class Dense(Layer):
         weight[...] = glorot_normal(rng, weight.shape, self.in_features, self.out_features, weight.dtype)
         self.params["bias"][...] = 0
 
-    def skips_zeros(self, x):
+    def skips_zeros(self, x, train=False):
         """Whether the next pass skips the zeros of ``x`` (this layer's input, any shape):
-        a network asks this of its first layer before each pass (nets.Network.forward)."""
+        a network asks this of its first layer before each pass (nets.Network.forward). A
+        layer whose sparse kernels run in this pass does not."""
         samples, outputs = x.shape[0], self.out_features
-        self.skipping = (self.sparse is None and sparse_input.fits(samples, self.in_features, outputs)
+        sparse_kernels = self.sparse is not None and self.sparse.runs_kernels(samples, train)
+        self.skipping = (not sparse_kernels and sparse_input.fits(samples, self.in_features, outputs)
                          and x.flags.c_contiguous and sparse_input.nonzero_fraction(x.reshape(-1)) < SKIP_ZEROS_BELOW)
         return self.skipping
 
@@ -72,6 +74,10 @@ class Dense(Layer):
         if self.sparse is not None:
             return self.sparse.forward(x, train)
         self.x = x                                  # (N, in)
+        return self.dense_forward(x)
+
+    def dense_forward(self, x):
+        """x @ W + b over all of W, by BLAS or, in a pass that skips them, without the zeros of x."""
         if self.skipping:                           # the same product without the zeros of x
             y = np.empty((x.shape[0], self.out_features), x.dtype)
             sparse_input.forward_skipping_zeros(x, self.params["weight"], self.params["bias"], y)

@@ -116,7 +116,8 @@ class Network:
         from . import sparse
         self.sparse = mode
         self.sparse_update = sparse.compress(self, mode)
-        self.sparse_layers = any(getattr(leaf, "sparse", None) is not None for _, leaf in self.leaves)
+        self.sparse_leaves = [leaf for _, leaf in self.leaves if getattr(leaf, "sparse", None) is not None]
+        self.sparse_pass = bool(self.sparse_leaves)  # until a pass decides (``forward``)
 
     @property
     def skipping(self):
@@ -126,9 +127,10 @@ class Network:
     @property
     def numba_passes(self):
         """Whether this network's passes, and so its optimizer step, run on Numba's threads
-        (``sparse_cores``): a Lenet with sparse layers, or whose first layer skips the zeros of
-        this pass's input. A network with Winograd convolutions runs on its pool instead."""
-        return not self.pool_threads and (self.sparse_layers or self.skipping)
+        (``sparse_cores``): a Lenet whose sparse kernels run in this pass (``sparse_pass``), or
+        whose first layer skips the zeros of this pass's input. A network with Winograd
+        convolutions runs on its pool instead."""
+        return not self.pool_threads and (self.sparse_pass or self.skipping)
 
     def cores(self):
         """The threading a pass runs under: a network with Winograd convolutions spreads
@@ -150,8 +152,11 @@ class Network:
         return one_numba_thread()
 
     def forward(self, x, train=False):
-        if self.input_layer is not None:  # decided once per pass: backward runs under the same cores
-            self.input_layer.skips_zeros(x)
+        # decided once per pass, so that backward runs under the same cores: an evaluation batch
+        # above the evaluation threshold is the dense product, on the dense network's cores
+        self.sparse_pass = any(leaf.sparse.runs_kernels(x.shape[0], train) for leaf in self.sparse_leaves)
+        if self.input_layer is not None:
+            self.input_layer.skips_zeros(x, train)
         with self.cores():
             for _, layer in self.layers:
                 x = layer.forward(x, train)

@@ -27,8 +27,8 @@ import contextlib
 
 import numpy as np
 
-from . import calibration, threads
-from .kernels import aligned_zeros, core
+from . import calibration
+from .kernels import aligned_zeros
 from .kernels import sparse as kernels
 from .layers import Dense
 
@@ -80,13 +80,16 @@ class SparseDense:
                                      aligned_zeros((tiles, self.outputs, kernels.TILE), self.dtype))
         return self.scratch[samples]
 
+    def runs_kernels(self, samples, train):
+        """Whether a pass of ``samples`` uses these kernels: a training pass always; an evaluation
+        batch of more than one tile only below the evaluation threshold (``blas_evaluation``)."""
+        return train or not self.blas_evaluation or samples <= kernels.TILE
+
     def forward(self, x, train=False):
         bias = self.layer.params["bias"]
-        if self.blas_evaluation and not train and x.shape[0] > kernels.TILE:
-            self.x = x                                      # an evaluation batch: BLAS on the masked W
-            y = threads.matmul(x, self.layer.params["weight"])  # (N, out); pruned entries of W are 0
-            core.add_bias(y, bias)
-            return y
+        if not self.runs_kernels(x.shape[0], train):
+            self.x = x                                      # the dense layer's product: pruned entries of W are 0
+            return self.layer.dense_forward(x)
         self.x = None
         xt, _ = self.tiles(x.shape[0])                      # (tiles, in, TILE): x, kept for backward
         y = np.empty((x.shape[0], self.outputs), x.dtype)   # (N, out)

@@ -165,6 +165,27 @@ def test_auto_picks_sparse_below_the_threshold_and_set_mask_rebuilds():
         net.set_sparse("sometimes")
 
 
+def test_an_evaluation_above_the_threshold_is_the_dense_networks_pass(rng):
+    """Between the two thresholds a layer trains sparse but evaluates by the dense product: that
+    pass runs as the dense network's would, on its cores and skipping the image's zeros, with
+    the dense network's numbers; a training pass runs the sparse kernels."""
+    net = nets.build("lenet", seed=0, sparse_thresholds=(0.5, 0.1))
+    dense = nets.build("lenet", seed=0, sparse="off")
+    mask = bench.random_mask(net, 0.3)
+    net.set_mask(mask)
+    dense.set_mask(mask)
+    assert all(dict(net.layers)[name].sparse.blas_evaluation for name in ("fc1", "fc2", "fc3"))
+    images = ((rng.random((1000, 1, 28, 28)) < 0.19) * rng.random((1000, 1, 28, 28))).astype(np.float32)
+    logits = net.forward(images)
+    assert not net.sparse_pass and net.skipping  # like the dense network: fc1 skips the zeros
+    np.testing.assert_allclose(logits, dense.forward(images), rtol=1e-5, atol=1e-5)
+    assert dense.numba_passes == net.numba_passes
+    net.forward(images[:60], train=True)
+    assert net.sparse_pass and not net.skipping and net.numba_passes
+    net.forward(images[:60])  # one tile: the sparse kernel is cheaper than BLAS at any density
+    assert net.sparse_pass
+
+
 def test_a_sparse_pass_on_all_threads_holds_openblas_to_one(rng, monkeypatch):
     """Where Numba's helpers spin, the sparse kernels share the cores and OpenBLAS (for a dense
     layer beside them) runs on one thread, so that its helper never competes with them."""
