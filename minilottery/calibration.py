@@ -37,7 +37,7 @@ MARGIN = 0.9  # the thresholds sit this fraction of the way to the measured brea
 ASK_BELOW = 0.5  # sparse.compress asks only when some layer is sparser than this
 ENVIRONMENT = "MINILOTTERY_SPARSE_THRESHOLDS"
 CACHE_FILE = "sparse-thresholds.json"
-VERSION = 5  # part of the signature: a change to how calibrate() measures makes it measure again
+VERSION = 6  # part of the signature: a change to how calibrate() measures makes it measure again
 
 
 class Thresholds(NamedTuple):

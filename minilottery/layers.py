@@ -60,14 +60,18 @@ class Dense(Layer):
         weight[...] = glorot_normal(rng, weight.shape, self.in_features, self.out_features, weight.dtype)
         self.params["bias"][...] = 0
 
+    def can_skip(self, samples, train):
+        """Whether a pass of ``samples`` could run this layer's products by the zero-skipping
+        kernel: its whole product is computed (no sparse kernels of its own run) and fits the
+        kernel's blocks."""
+        sparse_kernels = self.sparse is not None and self.sparse.runs_kernels(samples, train)
+        return not sparse_kernels and sparse_input.fits(samples, self.in_features, self.out_features)
+
     def skips_zeros(self, x, train=False):
         """Whether the next pass skips the zeros of ``x`` (this layer's input, any shape):
-        a network asks this of its first layer before each pass (nets.Network.forward). A
-        layer whose sparse kernels run in this pass does not."""
-        samples, outputs = x.shape[0], self.out_features
-        sparse_kernels = self.sparse is not None and self.sparse.runs_kernels(samples, train)
-        self.skipping = (not sparse_kernels and sparse_input.fits(samples, self.in_features, outputs)
-                         and x.flags.c_contiguous and sparse_input.nonzero_fraction(x.reshape(-1)) < SKIP_ZEROS_BELOW)
+        a network asks this of its first layer before each pass (nets.Network.forward)."""
+        self.skipping = (self.can_skip(x.shape[0], train) and x.flags.c_contiguous
+                         and sparse_input.nonzero_fraction(x.reshape(-1)) < SKIP_ZEROS_BELOW)
         return self.skipping
 
     def forward(self, x, train=False):
@@ -78,6 +82,7 @@ class Dense(Layer):
 
     def dense_forward(self, x):
         """x @ W + b over all of W, by BLAS or, in a pass that skips them, without the zeros of x."""
+        self.skipping = self.skipping and x.flags.c_contiguous  # the kernel is compiled for C order
         if self.skipping:                           # the same product without the zeros of x
             y = np.empty((x.shape[0], self.out_features), x.dtype)
             sparse_input.forward_skipping_zeros(x, self.params["weight"], self.params["bias"], y)

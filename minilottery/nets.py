@@ -18,6 +18,7 @@ Lenet (LeCun et al. 1998, the paper's "Lenet-300-100"): 784-300-100-10, ReLU.
 """
 import contextlib
 
+import numba
 import numpy as np
 
 from . import hparams, threads
@@ -80,6 +81,7 @@ class Network:
         # Lenet's fc1 sees the images themselves, four fifths zeros on MNIST: it may skip them
         first = self.layers[self.first_trainable][1] if with_params else None
         self.input_layer = first if isinstance(first, Dense) else None
+        self.hidden_dense = [leaf for _, leaf in self.leaves if isinstance(leaf, Dense) and leaf is not self.input_layer]
         self.pool_threads = any(getattr(leaf, "winograd", False) for _, leaf in self.leaves)
 
     @staticmethod
@@ -151,12 +153,22 @@ class Network:
             return threads.single_threaded_blas()
         return one_numba_thread()
 
+    def numba_threads(self):
+        """How many of Numba's threads a pass under ``sparse_cores`` runs on."""
+        return numba.get_num_threads() if helpers_spin() and not self.pool_threads else 1
+
     def forward(self, x, train=False):
         # decided once per pass, so that backward runs under the same cores: an evaluation batch
         # above the evaluation threshold is the dense product, on the dense network's cores
-        self.sparse_pass = any(leaf.sparse.runs_kernels(x.shape[0], train) for leaf in self.sparse_leaves)
+        samples = x.shape[0]
+        self.sparse_pass = any(leaf.sparse.runs_kernels(samples, train) for leaf in self.sparse_leaves)
         if self.input_layer is not None:
             self.input_layer.skips_zeros(x, train)
+        # OpenBLAS is held to one thread on Numba's: where two or more of Numba's share the pass,
+        # the later Dense layers' products run on them too, by the same kernel (on ReLU's zeros)
+        shared = self.numba_passes and self.numba_threads() > 1
+        for layer in self.hidden_dense:
+            layer.skipping = shared and layer.can_skip(samples, train)
         with self.cores():
             for _, layer in self.layers:
                 x = layer.forward(x, train)

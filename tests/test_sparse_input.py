@@ -122,13 +122,39 @@ def test_lenet_skipping_zeros_passes_the_gradient_check(rng):
     gradcheck.check_network(net, x, rng.integers(0, 10, 6))
 
 
-def test_a_network_skips_zeros_only_in_its_first_layer_and_on_images_with_zeros(rng):
+@pytest.mark.parametrize("threads, skipping", [(1, ["fc1"]), (2, ["fc1", "fc2"])])
+def test_a_network_skips_zeros_from_its_first_layer_on_images_with_zeros(rng, monkeypatch, threads, skipping):
+    """The first layer skips the zeros of an MNIST-like image; where two or more of Numba's threads
+    share that pass, fc2 runs on them by the same kernel too; fc3 (10 outputs) is narrower than a block."""
     net = nets.build("lenet", seed=0)
+    monkeypatch.setattr(net, "numba_threads", lambda: threads)
     net.forward(zero_rich(rng, (60, 1, 28, 28), 0.19), train=True)
-    assert net.skipping and [name for name, layer in net.layers if getattr(layer, "skipping", False)] == ["fc1"]
-    net.forward(rng.random((60, 1, 28, 28), dtype=np.float32), train=True)
-    assert not net.skipping and not net.input_layer.skipping
+    assert net.skipping and [name for name, layer in net.layers if getattr(layer, "skipping", False)] == skipping
+    net.forward(rng.random((60, 1, 28, 28), dtype=np.float32), train=True)  # no zeros: OpenBLAS's threads
+    assert not net.numba_passes and not any(getattr(layer, "skipping", False) for _, layer in net.layers)
     assert nets.build("conv2", seed=0).input_layer is None  # a conv net's first layer is a convolution
+
+
+def test_a_pass_on_numbas_threads_gives_blas_numbers(rng, monkeypatch):
+    """fc1 and fc2 by the zero-skipping kernel, against the same network by BLAS: logits and
+    every gradient, float64."""
+    x = zero_rich(rng, (60, 1, 28, 28), 0.19, np.float64)
+    labels, bias = rng.integers(0, 10, 60), rng.standard_normal(300) * 0.1
+    results = []
+    for threads in (2, 0):
+        net = nets.build("lenet", seed=4, dtype=np.float64)
+        net.flat_params[net.slices["fc1.bias"]] = bias  # ReLU's zeros, not all at one sign
+        monkeypatch.setattr(net, "numba_threads", lambda threads=threads: threads)
+        if not threads:
+            monkeypatch.setattr(dict(net.layers)["fc1"], "skips_zeros", lambda x, train: False)
+        from minilottery.losses import softmax_cross_entropy
+        logits = net.forward(x, train=True)
+        net.backward(softmax_cross_entropy(logits, labels)[1])
+        results.append((logits, net.flat_grads.copy(), [getattr(layer, "skipping", False) for _, layer in net.layers]))
+    (logits, grads, skipped), (blas_logits, blas_grads, blas_skipped) = results
+    assert sum(skipped) == 2 and not any(blas_skipped)
+    np.testing.assert_allclose(logits, blas_logits, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grads, blas_grads, rtol=1e-10, atol=1e-12)
 
 
 def test_the_kernels_run_without_the_jit():
