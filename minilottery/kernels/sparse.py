@@ -31,7 +31,7 @@ NumPy twin ``<name>_numpy`` of the same signature and effect; ``TWINS`` lists th
 import numpy as np
 from numba import prange
 
-from . import jit, jit_parallel
+from . import jit, jit_parallel, register_block
 from .core import adam_element, adam_update, momentum_element, momentum_update
 
 TILE = 64  # samples per tile: four AVX-512 (eight AVX2) registers of float32
@@ -94,7 +94,9 @@ def sparse_forward(x, w, b, col_start, col_rows, col_pos, xt, y):
     for q in prange(tiles * outputs):
         tile = q // outputs
         j = q - tile * outputs
-        acc = np.zeros(TILE, xt.dtype)                   # y[tile's samples, j]
+        acc = register_block(1, TILE, xt.dtype)[0]       # y[tile's samples, j], in registers
+        for t in range(TILE):
+            acc[t] = 0
         for k in range(col_start[j], col_start[j + 1]):
             weight = w[col_pos[k]]
             i = col_rows[k]
@@ -152,7 +154,9 @@ def sparse_backward(xt, dy, w, g, db, row_start, row_cols, row_pos, dyt, dx):
                     for k in range(row_start[i], row_start[i + 1]):
                         g[row_pos[k]] = zero
                 continue
-            acc = np.zeros(TILE, xt.dtype)               # dx[tile's samples, i]
+            acc = register_block(1, TILE, xt.dtype)[0]   # dx[tile's samples, i], in registers
+            for t in range(TILE):
+                acc[t] = zero
             for k in range(row_start[i], row_start[i + 1]):
                 j = row_cols[k]
                 p = row_pos[k]
