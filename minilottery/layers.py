@@ -100,7 +100,13 @@ class Dense(Layer):
         else:
             threads.matmul(self.x.T, dy, out=self.grads["weight"])
         core.bias_grad(dy, self.grads["bias"])
-        return threads.matmul(dy, self.params["weight"].T) if need_dx else None
+        if not need_dx:
+            return None
+        if self.skipping and sparse_input.fits(dy.shape[0], self.out_features, self.in_features):
+            dx = np.empty((dy.shape[0], self.in_features), dy.dtype)
+            sparse_input.input_grad_skipping_zeros(dy, self.params["weight"], dx)
+            return dx
+        return threads.matmul(dy, self.params["weight"].T)
 
 
 class ReLU(Layer):

@@ -1,4 +1,4 @@
-"""Lenet's first layer skips the zeros of its input (kernels/sparse_input.py): the same
+"""Lenet's layers skip the zeros of their input (kernels/sparse_input.py): the same
 numbers as BLAS, whatever the thread count, and only when the input has zeros to skip."""
 import numba
 import numpy as np
@@ -36,6 +36,10 @@ def kernel_arguments(name, shape, rng, dtype, transposed=False):
         return [x.T, dy, b, g] if transposed else [x, w, b, y]
     if name == "forward_skipping_zeros":
         return [x, w, b, y]
+    if name == "transpose":
+        return [w, np.full(w.shape[::-1], np.nan, dtype)]
+    if name == "input_grad_skipping_zeros":                      # dx = dy W^T, W read as (out, in)
+        return [x, w.T.copy(), np.full((samples, outputs), np.nan, dtype)]
     return [x, dy, g]                                           # weight_grad_skipping_zeros
 
 
@@ -52,17 +56,22 @@ def test_kernel_matches_numpy_twin(fast, reference, dtype, shape, transposed):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_the_layer_s_two_products_are_the_matrix_products(rng, shape):
-    """y = x W + b and dW = x^T dy through the one kernel, at every shape of the twin test."""
+def test_the_layer_s_three_products_are_the_matrix_products(rng, shape):
+    """y = x W + b, dW = x^T dy and dx = dy W^T through the one kernel, at every shape of the
+    twin test (for dx the layer is read backwards: x stands for dy, W^T for W)."""
     x, w, b, y = kernel_arguments("forward_skipping_zeros", shape, rng, np.dtype(np.float64))
     _, dy, g = kernel_arguments("weight_grad_skipping_zeros", shape, rng, np.dtype(np.float64))
+    _, w_t, dx = kernel_arguments("input_grad_skipping_zeros", shape, rng, np.dtype(np.float64))
     single_threaded(kernels.forward_skipping_zeros, x, w, b, y)
     single_threaded(kernels.weight_grad_skipping_zeros, x, dy, g)
+    single_threaded(kernels.input_grad_skipping_zeros, x, w_t, dx)
     np.testing.assert_allclose(y, x @ w + b, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(g, x.T @ dy, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, x @ w_t.T, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("kernel", [kernels.forward_skipping_zeros, kernels.weight_grad_skipping_zeros])
+@pytest.mark.parametrize("kernel", [kernels.forward_skipping_zeros, kernels.weight_grad_skipping_zeros,
+                                    kernels.input_grad_skipping_zeros])
 def test_the_numbers_do_not_depend_on_the_thread_count(rng, kernel):
     """Each output is summed by one loop iteration in one order: equal bit for bit."""
     name = kernel.__name__
@@ -164,10 +173,12 @@ from minilottery.kernels import sparse_input as k
 rng = np.random.default_rng(0)
 x = ((rng.random((5, 6)) < 0.3) * rng.random((5, 6))).astype(np.float32)
 w, b, dy = rng.standard_normal((6, 64)).astype(np.float32), np.ones(64, np.float32), rng.standard_normal((5, 64)).astype(np.float32)
-y, g = np.empty((5, 64), np.float32), np.empty((6, 64), np.float32)
+y, g, dx = np.empty((5, 64), np.float32), np.empty((6, 64), np.float32), np.empty((5, 64), np.float32)
 k.forward_skipping_zeros(x, w, b, y)
 k.weight_grad_skipping_zeros(x, dy, g)
+k.input_grad_skipping_zeros(x, w.T.copy(), dx)
 assert np.allclose(y, x @ w + b, atol=1e-5) and np.allclose(g, x.T @ dy, atol=1e-5)
+assert np.allclose(dx, x @ w, atol=1e-5)
 print("ok")
 """
     result = run_without_jit(code)
