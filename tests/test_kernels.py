@@ -84,3 +84,30 @@ def test_a_minibatch_gathered_from_pixels_is_the_dataset_s_floats_exactly(mnist)
         (x, y), (x_float, y_float) = with_pixels.next(), without.next()
         assert x.dtype == np.float32 and x.shape == (60, 1, 28, 28)
         assert np.array_equal(x, x_float) and np.array_equal(y, y_float)
+
+
+def test_compiled_kernels_are_dropped_when_any_kernel_source_changes(tmp_path):
+    """Numba keys a cached kernel by its own module's source only; the package drops its whole
+    cache when any of its modules changes, so a caller never runs a changed helper's old code."""
+    from minilottery.kernels import forget_stale_compilations
+    (tmp_path / "caller.py").write_text("def f(): return helper()\n")
+    (tmp_path / "helper.py").write_text("def helper(): return 1\n")
+    cache = tmp_path / "__pycache__"
+    cache.mkdir()
+
+    def compile_caller():  # what Numba leaves on disk: an index and a data file
+        (cache / "caller.f-1.py311.nbi").write_bytes(b"index")
+        (cache / "caller.f-1.py311.1.nbc").write_bytes(b"code")
+
+    def cached():
+        return len(list(cache.glob("*.nb?")))
+
+    compile_caller()
+    forget_stale_compilations(str(tmp_path))  # nothing recorded yet: dropped, the digest recorded
+    assert cached() == 0 and (cache / "kernel-sources.sha256").exists()
+    compile_caller()
+    forget_stale_compilations(str(tmp_path))  # the same sources: kept
+    assert cached() == 2
+    (tmp_path / "helper.py").write_text("def helper(): return 2\n")
+    forget_stale_compilations(str(tmp_path))  # only the helper changed: dropped
+    assert cached() == 0

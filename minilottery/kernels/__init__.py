@@ -7,6 +7,7 @@ run as ordinary Python, which is slow but still correct. Compiled kernels are
 cached on disk (``cache=True``), so only the first run pays for compilation.
 """
 import ctypes
+import hashlib
 import os
 
 from .. import set_environment
@@ -52,6 +53,44 @@ def keep_freed_memory():
 
 
 keep_freed_memory()
+
+
+def forget_stale_compilations(here=os.path.dirname(os.path.abspath(__file__))):
+    """Drop this package's compiled kernels from Numba's on-disk cache when any of its sources changed.
+
+    Numba keys a cached kernel by the source of its own module only, so a kernel that
+    calls a helper from another module (winograd_tiles's transforms call layout.py's
+    copies) kept running the helper's old code after the helper was edited: the tests
+    passed, and the timings measured, the code as it was. The cache files in
+    ``__pycache__`` are deleted whenever the digest of the modules here differs from the
+    one recorded beside them; the next call compiles afresh. A read-only install, whose
+    kernels Numba caches under the user's cache directory, is left as it is.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(here)):
+        if name.endswith(".py"):
+            with open(os.path.join(here, name), "rb") as source:
+                digest.update(name.encode() + b"\0" + source.read())
+    cache = os.path.join(here, "__pycache__")
+    stamp = os.path.join(cache, "kernel-sources.sha256")
+    try:
+        with open(stamp) as recorded:
+            if recorded.read() == digest.hexdigest():
+                return
+    except OSError:
+        pass
+    try:
+        os.makedirs(cache, exist_ok=True)
+        for name in os.listdir(cache):
+            if name.endswith((".nbi", ".nbc")):
+                os.remove(os.path.join(cache, name))
+        with open(stamp, "w") as recorded:
+            recorded.write(digest.hexdigest())
+    except OSError:
+        pass
+
+
+forget_stale_compilations()
 
 # Fast-math without "no NaNs/infinities", so that a diverging loss still shows as NaN;
 # NumPy's error model, so that x / 0 gives inf or NaN instead of raising.
