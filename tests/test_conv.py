@@ -369,7 +369,12 @@ def test_conv_layers_run_without_the_jit():
             "pool = conv.MaxPool2d(2); ok &= pool.backward(pool.forward(x)).shape == x.shape;"
             "small = conv.Conv2d(4, 3, dtype=np.float64); small.initialize(rng); x2 = x[:, :, :2, :2].copy();"  # Taps
             "ok &= np.allclose(small.forward(x2), Direct(1, 1).forward(x2, small.params['weight'], small.params['bias']));"
-            "ok &= small.backward(np.ones_like(small.forward(x2))).shape == x2.shape; print(ok)")
+            "ok &= small.backward(np.ones_like(small.forward(x2))).shape == x2.shape;"
+            # 8 channels, 9 columns: layout.py's transposes in blocks of 8, then one by one
+            "wide = conv.Conv2d(8, 8, dtype=np.float64); wide.initialize(rng); x8 = rng.standard_normal((1, 8, 5, 9));"
+            "Dw = Direct(1, 1); dy = rng.standard_normal((1, 8, 5, 9));"
+            "ok &= np.allclose(wide.forward(x8), Dw.forward(x8, wide.params['weight'], wide.params['bias']));"
+            "ok &= np.allclose(wide.backward(dy), Dw.backward(dy, x8, wide.params['weight'])[0]); print(ok)")
     result = run_without_jit(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True"
