@@ -25,6 +25,7 @@ set_environment("GOMP_SPINCOUNT", "4000")
 
 import numba  # noqa: E402  (after the environment variable above)
 import numpy as np  # noqa: E402
+from llvmlite import ir  # noqa: E402
 from numba import types  # noqa: E402
 from numba.core import cgutils  # noqa: E402
 from numba.core.errors import TypingError  # noqa: E402
@@ -247,4 +248,73 @@ def _register_block(rows, columns, dtype):
     def block(rows, columns, dtype):
         return numba.carray(_stack_pointer(count, dtype), (rows, columns))
 
+    return block
+
+
+# ----------------------------------------------------------------------------- 8 x 8 transposes
+
+BLOCK = 8  # values per side of a transposed block: one AVX2 vector of float32
+
+
+def transpose_block(src, src_rows, dst, dst_rows, add, add_at):
+    """dst[dst_rows[b] + a] = src[src_rows[a] + b] + add[add_at + b] for a, b < 8.
+
+    An 8 x 8 block whose rows start anywhere in the flat array src, written as rows that
+    start anywhere in the flat array dst: row b of the result is column b of the block,
+    plus one value of ``add`` (a bias; zeros for a plain copy). Compiled, it is the vector
+    loads, shuffles and stores of ``_transpose_block``; as plain Python (NUMBA_DISABLE_JIT=1)
+    this loop.
+    """
+    block = np.stack([src[start:start + BLOCK] for start in src_rows[:BLOCK]])
+    for b in range(BLOCK):
+        dst[dst_rows[b]:dst_rows[b] + BLOCK] = block[:, b] + add[add_at + b]
+
+
+# The 8 x 8 transpose as the three rounds of two-vector shuffles AVX code uses (unpack,
+# shuffle, 128-bit permute): rows interleave their values in pairs, then pairs of values,
+# then halves. Indices 0-7 pick from the first vector, 8-15 from the second.
+_VALUES = ([0, 8, 1, 9, 4, 12, 5, 13], [2, 10, 3, 11, 6, 14, 7, 15])
+_PAIRS = ([0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15])
+_HALVES = ([0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15])
+
+
+@intrinsic
+def _transpose_block(typingctx, src, src_rows, dst, dst_rows, add, add_at):
+    """transpose_block compiled: 8 vector loads, 24 shuffles, 8 vector adds and 8 stores."""
+    def codegen(context, builder, signature, args):
+        src_array, src_rows_array, dst_array, dst_rows_array, add_array = (
+            context.make_array(kind)(context, builder, value) for kind, value in zip(signature.args[:5], args[:5]))
+        element = context.get_value_type(signature.args[0].dtype)
+        vector, index = ir.VectorType(element, BLOCK), ir.IntType(64)
+        align = context.get_abi_sizeof(element)
+
+        def vector_at(array, rows_array, k):  # array[rows[k]:rows[k] + 8] as one vector
+            start = builder.load(builder.gep(rows_array.data, [ir.Constant(index, k)]))
+            return builder.bitcast(builder.gep(array.data, [start]), vector.as_pointer())
+
+        def shuffle(pair, orders):
+            mask = [ir.Constant(ir.VectorType(ir.IntType(32), BLOCK), order) for order in orders]
+            return [builder.shuffle_vector(pair[0], pair[1], m) for m in mask]
+
+        r = [builder.load(vector_at(src_array, src_rows_array, a), align=align) for a in range(BLOCK)]
+        t = [v for k in range(0, BLOCK, 2) for v in shuffle((r[k], r[k + 1]), _VALUES)]
+        u = [v for k in (0, 1, 4, 5) for v in shuffle((t[k], t[k + 2]), _PAIRS)]
+        columns = [None] * BLOCK
+        for k in range(4):
+            columns[k], columns[k + 4] = shuffle((u[k], u[k + 4]), _HALVES)
+        zeros = ir.Constant(ir.VectorType(ir.IntType(32), BLOCK), [0] * BLOCK)
+        for b in range(BLOCK):
+            value = builder.load(builder.gep(add_array.data, [builder.add(args[5], ir.Constant(index, b))]))
+            one = builder.insert_element(ir.Constant(vector, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+            total = builder.fadd(columns[b], builder.shuffle_vector(one, one, zeros))
+            builder.store(total, vector_at(dst_array, dst_rows_array, b), align=align)
+        return context.get_dummy_value()
+
+    return types.void(src, src_rows, dst, dst_rows, add, types.int64), codegen
+
+
+@overload(transpose_block)
+def _transpose_block_compiled(src, src_rows, dst, dst_rows, add, add_at):
+    def block(src, src_rows, dst, dst_rows, add, add_at):
+        _transpose_block(src, src_rows, dst, dst_rows, add, add_at)
     return block

@@ -31,7 +31,7 @@ NumPy twin ``<name>_numpy`` of the same signature and effect; ``TWINS`` lists th
 import numpy as np
 from numba import prange
 
-from . import jit, jit_parallel, register_block
+from . import BLOCK, jit, jit_parallel, register_block, transpose_block
 from .core import adam_element, adam_update, momentum_element, momentum_update
 
 TILE = 64  # samples per tile: four AVX-512 (eight AVX2) registers of float32
@@ -48,22 +48,28 @@ def transpose_into_tiles(x, xt):
     """xt[tile, i, t] = x[tile * TILE + t, i] for the samples that exist; x (N, F), xt (tiles, F, TILE).
 
     Entries past sample N are left as they are: callers allocate xt zeroed once per
-    batch size, so they stay 0. Full 8 x 8 blocks have constant trip counts, which
-    LLVM unrolls: 5x faster than one loop nest with min() bounds (measured).
+    batch size, so they stay 0. Full 8 x 8 blocks go by vector shuffles
+    (``transpose_block``): a batch of 60 MNIST images 13.2 -> 9.0 us, 1,000 of them
+    242 -> 141 us. One value at a time took 0.28-0.31 ns each, even with the block's
+    constant trip counts unrolled (5x faster than one loop nest with min() bounds).
     """
     samples, features = x.shape
-    full_i = features - features % 8
+    full_i = features - features % BLOCK
+    source, dest = np.ascontiguousarray(x).reshape(-1), xt.reshape(-1)
+    rows, columns = np.empty(BLOCK, np.int64), np.empty(BLOCK, np.int64)
+    no_bias = np.zeros(BLOCK, xt.dtype)
     for tile in range(xt.shape[0]):
         first = tile * TILE
         count = min(TILE, samples - first)
-        full_t = count - count % 8
-        for i0 in range(0, full_i, 8):
-            for t0 in range(0, full_t, 8):
-                for a in range(8):
-                    for c in range(8):
-                        xt[tile, i0 + a, t0 + c] = x[first + t0 + c, i0 + a]
+        full_t = count - count % BLOCK
+        for i0 in range(0, full_i, BLOCK):
+            for t0 in range(0, full_t, BLOCK):  # 8 samples' runs of 8 features -> 8 features' runs of 8 samples
+                for k in range(BLOCK):
+                    rows[k] = (first + t0 + k) * features + i0
+                    columns[k] = (tile * features + i0 + k) * TILE + t0
+                transpose_block(source, rows, dest, columns, no_bias, 0)
             for t in range(full_t, count):       # the last samples of a partial tile
-                for a in range(8):
+                for a in range(BLOCK):
                     xt[tile, i0 + a, t] = x[first + t, i0 + a]
         for i in range(full_i, features):        # the last features when F is not a multiple of 8
             for t in range(count):
