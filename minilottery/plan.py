@@ -53,10 +53,11 @@ class Plan:
     wall: dict  # workers -> seconds
 
 
-def plan(experiment, folder, input_shape, workers=PLAN_WORKERS, budget=2.0):
-    """Time a training step and an evaluation here, then schedule the unfinished jobs on
-    1, 2, 8, 32 and 128 workers. One worker gets every core of this machine; more
-    workers get one core each, as on a cluster of machines like this one."""
+def plan(experiment, folder, input_shape, workers=PLAN_WORKERS, budget=2.0, data=None):
+    """Time a training step and an evaluation here (on ``data``, the run's dataset, when given;
+    else on random images of ``input_shape``), then schedule the unfinished jobs on 1, 2, 8,
+    32 and 128 workers. One worker gets every core of this machine; more workers get one
+    core each, as on a cluster of machines like this one."""
     from . import bench
     jobs = experiment.jobs()
     left = [job for job in jobs if not folder.branch(job).finished()]
@@ -65,7 +66,7 @@ def plan(experiment, folder, input_shape, workers=PLAN_WORKERS, budget=2.0):
     seconds = {}
     for count in sorted({cores, 1}, reverse=True):
         threads.use_cores(count)
-        seconds[count], _ = bench.branch_seconds(experiment.hp, input_shape, budget, experiment.sparse)
+        seconds[count], _ = bench.branch_seconds(experiment.hp, input_shape, budget, experiment.sparse, data)
     threads.use_cores(cores)
     wall = {}
     for count in workers:
