@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from . import SET_HERE, datasets, hparams, nets, train
+from . import SET_HERE, datasets, hparams, nets, threads, train
 from .datasets import Dataset
 
 
@@ -88,7 +88,8 @@ def measure(net_name, density=1.0, seconds=20.0, data=None, hp=None, **build_opt
             "sparse_layers": sparse_layers, "train_samples_per_s": statistics.median(train_rates),
             "eval_samples_per_s": statistics.median(eval_rates), "train": spread(train_rates),
             "eval": spread(eval_rates), "block": block, "evaluated": evaluated, "iterations": hp.iterations,
-            "branch_seconds": branch_time(hp, statistics.median(train_rates), statistics.median(eval_rates))}
+            "branch_seconds": branch_time(hp, statistics.median(train_rates), statistics.median(eval_rates)),
+            "cores": threads.WORKERS}
 
 
 def branch_time(hp, train_rate, eval_rate):
@@ -171,8 +172,9 @@ def describe(results, compared):
         lines.append(f"{r['net']} density {r['density']:.4f} batch {r['batch_size']} sparse {r['sparse']} "
                      f"(sparse layers: {layers}):")
         lines.append("    " + rates_line("minilottery", r))
+        # one job on every core: imp's default runs jobs side by side on a core each (imp --plan)
         lines.append(f"    one branch of {r['iterations']:,} iterations with its evaluations: "
-                     f"{r['branch_seconds']:,.0f} s here")
+                     f"{r['branch_seconds']:,.0f} s here, alone on {r.get('cores', threads.WORKERS)} core(s)")
         if r.get("torch"):
             t = r["torch"]
             lines.append("    " + rates_line(f"PyTorch {t['version']}", t))
