@@ -218,12 +218,14 @@ def seconds_per_call(work, budget, least=3):
     return (time.perf_counter() - start) / calls
 
 
-def branch_seconds(hp, input_shape, budget=2.0, sparse="auto", data=None):
+def branch_seconds(hp, input_shape, budget=2.0, sparse="auto", data=None, start_at=None):
     """How long one branch of ``hp`` trains here, from a short timing of training steps and of
     evaluation: iterations × step + every evaluation of the validation and test sets + the
     final training accuracy. On ``data``, the run's own images, when given: Lenet's first layer
     skips MNIST's zeros, and on random images the main job's plan came out 1.4x too long.
-    Otherwise on random images of ``input_shape``. Returns (seconds, timings)."""
+    Otherwise on random images of ``input_shape``. ``start_at``: a wall-clock time (time.time())
+    to wait for after the warm-up, so that processes timing side by side time together.
+    Returns (seconds, timings)."""
     net = nets.build(hp.net, seed=0, input_shape=input_shape, dropout=hp.dropout, sparse=sparse)
     if data is None:
         data = random_data(input_shape, n_train=max(4 * hp.batch_size, 1000), n_test=train.EVAL_BATCH)
@@ -231,6 +233,8 @@ def branch_seconds(hp, input_shape, budget=2.0, sparse="auto", data=None):
     trainer = train.Trainer(net, data, hp, seed=0)
     for _ in range(3):  # compilation, caches, allocator
         trainer.step()
+    if start_at is not None:
+        time.sleep(max(0.0, start_at - time.time()))
     step = seconds_per_call(trainer.step, budget / 2)
     train.evaluate(net, x_eval, y_eval)
     per_image = seconds_per_call(lambda: train.evaluate(net, x_eval, y_eval), budget / 2) / len(x_eval)

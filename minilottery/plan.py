@@ -5,6 +5,9 @@ is free) on estimated durations; the driver uses it for the time left, ``plan`` 
 expected wall time of a whole run from a short timing of a training step here.
 """
 import heapq
+import os
+import statistics
+import time
 from dataclasses import dataclass
 
 from . import lottery, threads
@@ -49,25 +52,53 @@ class Plan:
     left: int
     critical_path: int
     seconds_all_cores: float  # one branch, one job at a time on every core of this machine
-    seconds_one_core: float  # one branch, one job per core
+    seconds_one_core: float  # one branch, one job per core, a job on every core
     wall: dict  # workers -> seconds
+
+
+# Seconds from handing the side-by-side timings to their processes until they start timing
+# together: a spawned worker imports minilottery, loads its kernels and MNIST, and warms up in ~4 s here.
+START_AFTER = 8.0
+
+
+def side_by_side_branch(hp, input_shape, budget, sparse, dataset, data_dir, start_at):
+    """One core's branch time, in a worker process of one core, from ``start_at`` on: the
+    other workers time theirs at the same moment, as the run's jobs share the machine."""
+    from . import bench, datasets
+    data = None if dataset is None else datasets.load(dataset, data_dir)
+    return bench.branch_seconds(hp, input_shape, budget, sparse, data, start_at=start_at)[0], os.getpid()
+
+
+def one_core_side_by_side(experiment, input_shape, budget, own_data, cores):
+    """The branch time of a job on one core while a job runs on every other core too, timed
+    in ``cores`` worker processes at once (on one core beside idle ones, Lenet's main job
+    ran 1.1-1.3x slower than timed). Returns [(seconds, worker pid)]."""
+    from .executors import Processes
+    source = (experiment.hp.dataset, experiment.data_dir) if own_data else (None, None)
+    workers = Processes(cores, 1)
+    try:
+        start_at = time.time() + START_AFTER
+        futures = [workers.submit(side_by_side_branch, experiment.hp, input_shape, budget, experiment.sparse,
+                                  *source, start_at) for _ in range(cores)]
+        return [future.result() for future in futures]
+    finally:
+        workers.shutdown()
 
 
 def plan(experiment, folder, input_shape, workers=PLAN_WORKERS, budget=2.0, data=None):
     """Time a training step and an evaluation here (on ``data``, the run's dataset, when given;
     else on random images of ``input_shape``), then schedule the unfinished jobs on 1, 2, 8,
     32 and 128 workers. One worker gets every core of this machine; more workers get one
-    core each, as on a cluster of machines like this one."""
+    core each, as on a cluster of machines like this one, timed with a job on every core."""
     from . import bench
     jobs = experiment.jobs()
     left = [job for job in jobs if not folder.branch(job).finished()]
     done = set(jobs) - set(left)
     cores = threads.WORKERS
-    seconds = {}
-    for count in sorted({cores, 1}, reverse=True):
-        threads.use_cores(count)
-        seconds[count], _ = bench.branch_seconds(experiment.hp, input_shape, budget, experiment.sparse, data)
-    threads.use_cores(cores)
+    seconds = {cores: bench.branch_seconds(experiment.hp, input_shape, budget, experiment.sparse, data)[0]}
+    if cores > 1:
+        timed = one_core_side_by_side(experiment, input_shape, budget, data is not None, cores)
+        seconds[1] = statistics.median(branch for branch, _ in timed)
     wall = {}
     for count in workers:
         per_job = seconds[cores] if count == 1 else seconds[1]

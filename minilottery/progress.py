@@ -129,7 +129,8 @@ def print_plan(experiment, folder):
     click.echo(f"jobs: {expected.jobs} ({expected.left} not finished); critical path: "
                f"{expected.critical_path} trainings, one after another")
     click.echo(f"one branch: ~{plan.format_duration(expected.seconds_all_cores)} alone on this machine's "
-               f"{threads.WORKERS} core(s), ~{plan.format_duration(expected.seconds_one_core)} on one core")
+               f"{threads.WORKERS} core(s), ~{plan.format_duration(expected.seconds_one_core)} on one core "
+               f"with a job on every core")
     click.echo("workers  expected wall time   (one worker: every core here; more: one core each)")
     for workers, seconds in expected.wall.items():
         click.echo(f"{workers:>7}  {plan.format_duration(seconds)}")

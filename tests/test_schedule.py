@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minilottery import executors, files, hparams, lottery, plan, rundir, schedule
+from minilottery import executors, files, hparams, lottery, plan, rundir, schedule, threads
 
 COMPARED = [c for c in rundir.SUMMARY_COLUMNS if c != "wall_time_s"]
 # Dask's own setting for how long to try reaching a scheduler (the test of an unreachable one)
@@ -235,13 +235,29 @@ def test_a_plan_times_lenet_on_mnist_itself_and_other_datasets_on_random_images(
         timed.append((hp.net, input_shape, None if data is None else (data.name, data.x_train.shape)))
         return 60.0, {}
 
+    def side_by_side(experiment, input_shape, budget, own_data, cores):
+        timed.append((experiment.hp.net, input_shape, ("side by side", own_data, cores)))
+        return [(70.0, 1)] * cores
+
     monkeypatch.setattr(bench, "branch_seconds", branch_seconds)
+    monkeypatch.setattr(plan, "one_core_side_by_side", side_by_side)
+    monkeypatch.setattr(threads, "WORKERS", 2)
     for net in ("lenet", "conv2"):
         result = CliRunner().invoke(cli.main, ["imp", "--net", net, "--rounds", "2", "--plan", "--out", tmp_path / net])
         assert result.exit_code == 0, result.output
-    assert {entry[0] for entry in timed} == {"lenet", "conv2"}
-    assert all(data == ("mnist", (55_000, 1, 28, 28)) for net, _, data in timed if net == "lenet")
-    assert all(data is None and shape == (3, 32, 32) for net, shape, data in timed if net == "conv2")
+        assert "1 min 10 s on one core with a job on every core" in result.output
+    assert timed == [("lenet", (1, 28, 28), ("mnist", (55_000, 1, 28, 28))), ("lenet", (1, 28, 28), ("side by side", True, 2)),
+                     ("conv2", (3, 32, 32), None), ("conv2", (3, 32, 32), ("side by side", False, 2))]
+
+
+def test_a_plan_times_one_core_with_a_job_on_every_core(monkeypatch):
+    """Two worker processes time a branch each, at the same moment (one core beside an idle one
+    timed the main job's branches 1.1-1.3x short)."""
+    monkeypatch.setattr(plan, "START_AFTER", 3.0)
+    experiment = lottery.Experiment(hparams.from_options("lenet", {"iterations": 100}), rounds=1)
+    timed = plan.one_core_side_by_side(experiment, (1, 28, 28), 0.2, True, 2)
+    assert len(timed) == 2 and len({pid for _, pid in timed}) == 2 and os.getpid() not in {pid for _, pid in timed}
+    assert all(0 < seconds < 60 for seconds, _ in timed)
 
 
 @pytest.mark.auto_workers
