@@ -80,9 +80,12 @@ def one_core_side_by_side(experiment, input_shape, budget, own_data, cores):
         start_at = time.time() + START_AFTER
         futures = [workers.submit(side_by_side_branch, experiment.hp, input_shape, budget, experiment.sparse,
                                   *source, start_at) for _ in range(cores)]
-        return [future.result() for future in futures]
-    finally:
-        workers.shutdown()
+        timed = [future.result() for future in futures]
+    except BaseException:  # Ctrl-C, or a worker that failed: nothing to wait for
+        workers.shutdown(force=True)
+        raise
+    workers.shutdown()
+    return timed
 
 
 def plan(experiment, folder, input_shape, workers=PLAN_WORKERS, budget=2.0, data=None):
