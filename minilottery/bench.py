@@ -174,7 +174,7 @@ def describe(results, compared):
         lines.append("    " + rates_line("minilottery", r))
         # one job on every core: imp's default runs jobs side by side on a core each (imp --plan)
         lines.append(f"    one branch of {r['iterations']:,} iterations with its evaluations: "
-                     f"{r['branch_seconds']:,.0f} s here, alone on {r.get('cores', threads.WORKERS)} core(s)")
+                     f"{r['branch_seconds']:,.0f} s here, alone on {r['cores']} core(s)")
         if r.get("torch"):
             t = r["torch"]
             lines.append("    " + rates_line(f"PyTorch {t['version']}", t))

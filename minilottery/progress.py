@@ -120,12 +120,10 @@ def print_plan(experiment, folder):
     input_shape = datasets.IMAGE_SHAPES[hp.dataset]
     click.echo(f"imp {hp.net} on {hp.dataset}: {experiment.trials} trial(s) x {experiment.rounds} rounds, "
                f"branches {', '.join(experiment.branches(experiment.rounds))}, {hp.iterations:,} iterations each")
-    # MNIST's own images (they ship with minilottery, or are in --data-dir): Lenet skips their zeros,
-    # so random ones would overstate its time. Other datasets are not loaded (nor downloaded) for a plan
-    data = datasets.load(hp.dataset, experiment.data_dir) if hp.dataset == "mnist" else None
-    click.echo(f"timing a training step and an evaluation here, on {'random' if data is None else 'its'} images "
-               f"(other work on the cores skews it) ...", err=True)
-    expected = plan.plan(experiment, folder, input_shape, data=data)
+    click.echo(f"timing a training step and an evaluation here, on "
+               f"{'its' if plan.on_own_images(experiment) else 'random'} images (other work on the cores skews it) ...",
+               err=True)
+    expected = plan.plan(experiment, folder, input_shape)
     click.echo(f"jobs: {expected.jobs} ({expected.left} not finished); critical path: "
                f"{expected.critical_path} trainings, one after another")
     click.echo(f"one branch: ~{plan.format_duration(expected.seconds_all_cores)} alone on this machine's "
