@@ -67,7 +67,8 @@ def measure(net_name, density=1.0, seconds=20.0, data=None, hp=None, **build_opt
     for _ in range(3):  # compilation, caches, allocator
         trainer.step()
     step = seconds_per_call(trainer.step, 0.0, least=2)
-    x_eval, y_eval = np.concatenate([data.x_val, data.x_test]), np.concatenate([data.y_val, data.y_test])
+    (x_val, y_val), (x_test, y_test) = trainer.evaluation_sets()  # in the order a run evaluates them
+    x_eval, y_eval = np.concatenate([x_val, x_test]), np.concatenate([y_val, y_test])
     per_image = seconds_per_call(lambda: train.evaluate(net, x_eval[:1000], y_eval[:1000]), 0.0, least=2) / 1000
     block = hp.eval_every if hp.eval_every * step <= seconds / 4 else max(1, int(seconds / 4 / step))
     evaluated = len(x_eval) if len(x_eval) * per_image <= seconds / 4 else 1000
@@ -229,7 +230,7 @@ def branch_seconds(hp, input_shape, budget=2.0, sparse="auto", data=None, start_
     net = nets.build(hp.net, seed=0, input_shape=input_shape, dropout=hp.dropout, sparse=sparse)
     if data is None:
         data = random_data(input_shape, n_train=max(4 * hp.batch_size, 1000), n_test=train.EVAL_BATCH)
-    x_eval, y_eval = data.x_test[:train.EVAL_BATCH], data.y_test[:train.EVAL_BATCH]
+    x_eval, y_eval = train.grouped_by_zeros(net, data.x_test[:train.EVAL_BATCH], data.y_test[:train.EVAL_BATCH])
     trainer = train.Trainer(net, data, hp, seed=0)
     for _ in range(3):  # compilation, caches, allocator
         trainer.step()

@@ -20,6 +20,8 @@ import numpy as np
 from . import optim
 from .augment import flip_and_crop
 from .datasets import Batches
+from .kernels import sparse_input
+from .layers import SKIP_ZEROS_BELOW
 from .losses import softmax_cross_entropy
 
 EVAL_BATCH = 1000
@@ -71,6 +73,38 @@ def evaluate(net, x, y, batch=EVAL_BATCH):
     return total_loss / len(x), correct / len(x)
 
 
+# Stretches of an image's pixels (of its flattened features) whose ink orders it in evaluation
+INK_STRETCHES = 49
+
+
+def grouped_by_zeros(net, x, y):
+    """(x, y) with images that have their zeros in the same places next to each other, when
+    ``net``'s first layer skips the zeros of images like these (``layers.Dense.skips_zeros``);
+    else (x, y) as they are. The order is ``zeros_order``'s."""
+    order = zeros_order(net, x)
+    return (x, y) if order is None else (x[order], y[order])
+
+
+def zeros_order(net, x):
+    """An order of the images x that puts those with their zeros in the same places next to
+    each other, or None when ``net``'s first layer would not skip their zeros.
+
+    That layer multiplies, for 4 neighbouring images, every pixel nonzero in any of them
+    (kernels/sparse_input.py): 38-39% of the pixels of MNIST's validation and test images in
+    their own order, where one image has 19%. Sorted by which of 49 stretches of their pixels
+    hold any ink, the 4 share more of their zeros: 29.5-30.3%. The sort takes ~10 ms; an
+    evaluation of both sets, 72.5 -> 63.5 ms on one core (benchmarks/evaluation_order.py).
+    Each image gets the same logits in any order, so the accuracy is the same; the mean loss
+    is summed in another order, which can change its last digits.
+    """
+    if (net.input_layer is None or not len(x)
+            or sparse_input.nonzero_fraction(np.ascontiguousarray(x).reshape(-1)) >= SKIP_ZEROS_BELOW):
+        return None
+    ink = x.reshape(len(x), -1) != 0
+    stretches = [part.any(axis=1) for part in np.array_split(ink, INK_STRETCHES, axis=1)]
+    return np.lexsort(stretches[::-1])  # the first stretch decides first
+
+
 def early_stopping(curve):
     """The paper's early-stopping point: the iteration of minimum validation loss.
 
@@ -114,6 +148,7 @@ class Trainer:
         self.iteration = 0
         self.curve = Curve()
         self.last_loss = math.nan
+        self.sorted_sets = None  # the validation and test sets as evaluation orders them
 
     def step(self):
         """One iteration: a minibatch, forward, loss, backward, optimizer step."""
@@ -134,11 +169,19 @@ class Trainer:
         self.iteration += 1
         self.last_loss = loss
 
+    def evaluation_sets(self):
+        """The validation and test sets in the order evaluation runs them (``grouped_by_zeros``),
+        sorted at the first evaluation and kept."""
+        if self.sorted_sets is None:
+            data = self.data
+            self.sorted_sets = (grouped_by_zeros(self.net, data.x_val, data.y_val),
+                                grouped_by_zeros(self.net, data.x_test, data.y_test))
+        return self.sorted_sets
+
     def record(self):
         """Evaluate on validation and test sets and append to the curve."""
-        data = self.data
-        self.curve.append(self.iteration, evaluate(self.net, data.x_val, data.y_val),
-                          evaluate(self.net, data.x_test, data.y_test))
+        (x_val, y_val), (x_test, y_test) = self.evaluation_sets()
+        self.curve.append(self.iteration, evaluate(self.net, x_val, y_val), evaluate(self.net, x_test, y_test))
 
     def run(self, until=None, on_eval=None, on_checkpoint=None, checkpoint_every=None, snapshots=()):
         """Train to iteration ``until`` (default: the full budget), evaluating on schedule.

@@ -56,6 +56,54 @@ def test_same_seed_same_numbers_and_resume_is_exact(mnist):
     np.testing.assert_array_equal(resumed.net.flat_params, first.net.flat_params)
 
 
+def multiplied(x):
+    """The fraction of pixels the zero-skipping first layer multiplies: nonzero in any of 4 neighbours."""
+    ink = x.reshape(len(x), -1)[:len(x) // 4 * 4] != 0
+    return ink.reshape(-1, 4, ink.shape[1]).any(axis=1).mean()
+
+
+def test_evaluation_groups_images_by_their_zeros_and_scores_them_the_same(mnist):
+    """Sorted so that 4 neighbouring images share their zeros, the first layer multiplies a
+    fifth fewer pixels; every image keeps its label and its logits, so the accuracy is the
+    same and the loss the same up to the order of its sum."""
+    net = nets.build("lenet", seed=3)
+    x, y = mnist.x_test[:2000], mnist.y_test[:2000]
+    order = train.zeros_order(net, x)
+    assert sorted(order) == list(range(len(x)))
+    assert multiplied(x[order]) < 0.85 * multiplied(x)
+    grouped_x, grouped_y = train.grouped_by_zeros(net, x, y)
+    np.testing.assert_array_equal(grouped_x, x[order])
+    np.testing.assert_array_equal(grouped_y, y[order])
+    batch = x[:1000]
+    batch_order = train.zeros_order(net, batch)
+    np.testing.assert_allclose(net.forward(batch[batch_order]), net.forward(batch)[batch_order], rtol=1e-6, atol=1e-6)
+    loss, accuracy = train.evaluate(net, x, y)
+    grouped_loss, grouped_accuracy = train.evaluate(net, grouped_x, grouped_y)
+    assert grouped_accuracy == accuracy and grouped_loss == pytest.approx(loss, rel=1e-12)
+
+
+def test_evaluation_keeps_the_order_where_the_first_layer_multiplies_every_input(mnist):
+    """Images without zeros (random ones), or a first layer that is a convolution: nothing to group."""
+    lenet = nets.build("lenet", seed=0)
+    noise = np.random.default_rng(0).random((100, 1, 28, 28), dtype=np.float32)
+    assert train.zeros_order(lenet, noise) is None
+    assert train.zeros_order(nets.build("conv2", seed=0), mnist.x_test[:100].repeat(3, axis=1)[:, :, :32, :32]) is None
+    labels = np.zeros(100, np.int64)
+    same_x, same_y = train.grouped_by_zeros(lenet, noise, labels)
+    assert same_x is noise and same_y is labels
+
+
+def test_a_run_evaluates_the_grouped_sets(mnist):
+    trainer = train.Trainer(nets.build("lenet", seed=4), mnist, short(iterations=0), seed=4)
+    trainer.run()
+    (x_val, y_val), (x_test, y_test) = trainer.evaluation_sets()
+    assert multiplied(x_val) < 0.85 * multiplied(mnist.x_val)
+    loss, accuracy = train.evaluate(trainer.net, mnist.x_test, mnist.y_test)
+    assert trainer.curve.test_accuracy == [accuracy]
+    assert trainer.curve.test_loss[0] == pytest.approx(loss, rel=1e-12)
+    assert trainer.evaluation_sets()[1][0] is x_test  # sorted once
+
+
 def test_a_different_seed_gives_different_numbers(mnist):
     a = train.Trainer(nets.build("lenet", seed=1), mnist, short(iterations=50), seed=1).run()
     b = train.Trainer(nets.build("lenet", seed=2), mnist, short(iterations=50), seed=2).run()
