@@ -102,7 +102,7 @@ def one_core_side_by_side(experiment, input_shape, budget, own_images, cores):
     return timed
 
 
-def plan(experiment, folder, input_shape, workers=PLAN_WORKERS, budget=2.0):
+def plan(experiment, folder, input_shape, workers=PLAN_WORKERS, budget=4.0):
     """Time a training step and an evaluation here (``on_own_images``), then schedule the
     unfinished jobs on 1, 2, 8, 32 and 128 workers. One worker gets every core of this
     machine; more workers get one core each, as on a cluster of machines like this one,
