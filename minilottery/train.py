@@ -92,8 +92,9 @@ def zeros_order(net, x):
     That layer multiplies, for 4 neighbouring images, every pixel nonzero in any of them
     (kernels/sparse_input.py): 38-39% of the pixels of MNIST's validation and test images in
     their own order, where one image has 19%. Sorted by which of 49 stretches of their pixels
-    hold any ink, the 4 share more of their zeros: 29.5-30.3%. The sort takes ~10 ms; an
-    evaluation of both sets, 72.5 -> 63.5 ms on one core (benchmarks/evaluation_order.py).
+    hold any ink, the 4 share more of their zeros: 29.5-30.4%. An evaluation of both sets,
+    59.8 -> 53.8 ms on one core (benchmarks/evaluation_order.py); sorting and copying them,
+    ~35 ms once per run of a Trainer.
     Each image gets the same logits in any order, so the accuracy is the same; the mean loss
     is summed in another order, which can change its last digits.
     """
