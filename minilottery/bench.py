@@ -244,4 +244,4 @@ def branch_seconds(hp, input_shape, budget=2.0, sparse="auto", data=None, start_
     train.evaluate(net, x_eval, y_eval)
     per_image = seconds_per_call(lambda: train.evaluate(net, x_eval, y_eval), budget / 2) / len(x_eval)
     seconds = branch_time(hp, hp.batch_size / step, 1 / per_image)
-    return seconds, {"step_s": step, "eval_s_per_image": per_image}
+    return seconds, {"step_s": step, "eval_s_per_image": per_image, "warm_up_steps": steps}

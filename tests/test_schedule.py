@@ -260,6 +260,19 @@ def test_a_plan_times_one_core_with_a_job_on_every_core(monkeypatch):
     assert all(0 < seconds < 60 for seconds, _ in timed)
 
 
+def test_a_timing_trains_until_it_starts():
+    """A fresh process's first few hundred steps are slow: with 3 of them before the timing, the
+    main job's plans came out 10-38% long. Until start_at it trains, and it times no earlier."""
+    from minilottery import bench
+    hp = hparams.from_options("lenet", {"iterations": 100})
+    began = time.time()
+    _, timings = bench.branch_seconds(hp, (1, 28, 28), 0.2, start_at=began + 1.0)
+    assert time.time() - began >= 1.0
+    assert timings["warm_up_steps"] > 30  # ~1 ms a step: hundreds in a second
+    _, alone = bench.branch_seconds(hp, (1, 28, 28), 0.2)  # no start: it warms up for half its budget
+    assert alone["warm_up_steps"] > 3
+
+
 @pytest.mark.auto_workers
 def test_default_workers_are_as_many_as_the_run_can_use():
     """One worker per core while the graph has that many jobs to run at once, else one."""
