@@ -76,8 +76,8 @@ def train(net, seed, data_dir, sparse, out, quiet, **options):
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object (a list for several densities)")
 @flags(lottery.Experiment, ["sparse"])
 @click.option("--compare", is_flag=True, help="also measure --sparse off and print both with their ratio")
-@click.option("--compare-torch", is_flag=True, help="also time PyTorch on the same work, right after, and "
-              "print the ratio (needs torch in --torch-python)")
+@click.option("--compare-torch", is_flag=True, help="also time PyTorch on the same work, in turns with ours "
+              "(three each), and print the ratio (needs torch in --torch-python)")
 @click.option("--torch-python", default=sys.executable, show_default="this Python",
               help="the Python whose torch --compare-torch uses, e.g. /tmp/torchvenv/bin/python")
 @friendly_errors
@@ -98,13 +98,17 @@ def bench(net, densities, seconds, as_json, sparse, compare, compare_torch, torc
     results = []
     for density in values:
         for mode in modes:
-            results.append(benchmark.measure(net, density, seconds=seconds, sparse=mode, data=data))
-        if compare_torch:
-            figures, reason = benchmark.torch_figures(results[-len(modes)], seconds, torch_python,
-                                                      threads.WORKERS, len(data.x_train))
-            if reason:
-                raise ValueError(reason)
-            results[-len(modes)]["torch"] = figures
+            # PyTorch times the first mode's work in turns with it (bench.TorchPeer)
+            peer = (benchmark.TorchPeer(torch_python, threads.WORKERS, len(data.x_train))
+                    if compare_torch and mode == modes[0] else None)
+            try:
+                results.append(benchmark.measure(net, density, seconds=seconds, sparse=mode, data=data, peer=peer,
+                                                 turns=benchmark.TORCH_TURNS if peer else 1))
+            except benchmark.PeerError as error:
+                raise ValueError(str(error)) from None
+            finally:
+                if peer is not None:
+                    peer.close()
     if as_json:
         click.echo(json.dumps(results[0] if len(results) == 1 else results))
         return

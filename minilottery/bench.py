@@ -53,11 +53,14 @@ def spread(rates):
     return {"median": statistics.median(rates), "min": min(rates), "max": max(rates), "blocks": len(rates)}
 
 
-def measure(net_name, density=1.0, seconds=20.0, data=None, hp=None, **build_options):
+def measure(net_name, density=1.0, seconds=20.0, data=None, hp=None, peer=None, turns=1, **build_options):
     """Training and evaluation samples/s of ``net_name`` with a random mask of ``density``,
     timed for about ``seconds``: blocks of ``eval_every`` steps, each followed by an evaluation
     of the validation and test sets (fewer steps, and 1,000 images, where a block would
-    take more than a quarter of the time: VGG-19, Resnet-18)."""
+    take more than a quarter of a turn: VGG-19, Resnet-18).
+
+    The time goes in ``turns``; after each, ``peer`` (a TorchPeer) times the same work for
+    as long, so that both sample the same minutes of a machine whose speed moves."""
     hp = hp or hparams.defaults(net_name)
     net = nets.build(net_name, seed=0, **build_options)
     data = data or bench_data(net_name)
@@ -70,27 +73,37 @@ def measure(net_name, density=1.0, seconds=20.0, data=None, hp=None, **build_opt
     (x_val, y_val), (x_test, y_test) = trainer.evaluation_sets()  # in the order a run evaluates them
     x_eval, y_eval = np.concatenate([x_val, x_test]), np.concatenate([y_val, y_test])
     per_image = seconds_per_call(lambda: train.evaluate(net, x_eval[:1000], y_eval[:1000]), 0.0, least=2) / 1000
-    block = hp.eval_every if hp.eval_every * step <= seconds / 4 else max(1, int(seconds / 4 / step))
-    evaluated = len(x_eval) if len(x_eval) * per_image <= seconds / 4 else 1000
-    train_rates, eval_rates = [], []
-    began = time.perf_counter()
-    while not train_rates or time.perf_counter() - began < seconds:
-        start = time.perf_counter()
-        for _ in range(block):
-            trainer.step()
-        trained = time.perf_counter()
-        train.evaluate(net, x_eval[:evaluated], y_eval[:evaluated])  # what a run does every eval_every steps
-        done = time.perf_counter()
-        train_rates.append(block * hp.batch_size / (trained - start))
-        eval_rates.append(evaluated / (done - trained))
+    turn = seconds / turns
+    block = hp.eval_every if hp.eval_every * step <= turn / 4 else max(1, int(turn / 4 / step))
+    evaluated = len(x_eval) if len(x_eval) * per_image <= turn / 4 else 1000
     kept = sum(float(m.sum()) for m in net.masks.values()) / net.count()
+    if peer is not None:
+        peer.start(net_name, kept, block, evaluated, turn, turns)
+    train_rates, eval_rates = [], []
+    for _ in range(turns):
+        began, blocks = time.perf_counter(), 0
+        while blocks == 0 or time.perf_counter() - began < turn:
+            blocks += 1
+            start = time.perf_counter()
+            for _ in range(block):
+                trainer.step()
+            trained = time.perf_counter()
+            train.evaluate(net, x_eval[:evaluated], y_eval[:evaluated])  # what a run does every eval_every steps
+            done = time.perf_counter()
+            train_rates.append(block * hp.batch_size / (trained - start))
+            eval_rates.append(evaluated / (done - trained))
+        if peer is not None:
+            peer.turn()
     sparse_layers = [name for name, leaf in net.leaves if getattr(leaf, "sparse", None) is not None]
-    return {"net": net_name, "density": kept, "batch_size": hp.batch_size, "sparse": net.sparse,
-            "sparse_layers": sparse_layers, "train_samples_per_s": statistics.median(train_rates),
-            "eval_samples_per_s": statistics.median(eval_rates), "train": spread(train_rates),
-            "eval": spread(eval_rates), "block": block, "evaluated": evaluated, "iterations": hp.iterations,
-            "branch_seconds": branch_time(hp, statistics.median(train_rates), statistics.median(eval_rates)),
-            "cores": threads.WORKERS}
+    result = {"net": net_name, "density": kept, "batch_size": hp.batch_size, "sparse": net.sparse,
+              "sparse_layers": sparse_layers, "train_samples_per_s": statistics.median(train_rates),
+              "eval_samples_per_s": statistics.median(eval_rates), "train": spread(train_rates),
+              "eval": spread(eval_rates), "block": block, "evaluated": evaluated, "iterations": hp.iterations,
+              "branch_seconds": branch_time(hp, statistics.median(train_rates), statistics.median(eval_rates)),
+              "cores": threads.WORKERS, "turns": turns}
+    if peer is not None:
+        result["torch"] = peer.finish()
+    return result
 
 
 def branch_time(hp, train_rate, eval_rate):
@@ -131,38 +144,90 @@ def torch_layers(layers):
     return specs
 
 
-def torch_figures(mine, seconds, python, threads, train_images):
-    """PyTorch's figures for the work ``measure`` timed as ``mine`` (torch_peer.py, run by
-    ``python``), with the branch time they predict; None and a reason when it cannot."""
-    import json
-    import subprocess
-    from pathlib import Path
-    hp = hparams.defaults(mine["net"])
-    net = nets.build(mine["net"], seed=0)
-    job = {"layers": torch_layers([layer for _, layer in net.layers]), "input_shape": list(net.input_shape),
-           "density": mine["density"], "hp": hp.to_dict(), "threads": threads, "seconds": seconds,
-           "block": mine["block"], "train_images": train_images, "evaluated": mine["evaluated"],
-           "augment": hp.augment}
-    script = Path(__file__).with_name("torch_peer.py")
-    try:
+# With --compare-torch each side times in this many turns, one after the other's: this
+# machine moved either's speed by 20-30% from one minute to the next (docs/performance.md)
+TORCH_TURNS = 3
+
+
+class PeerError(RuntimeError):
+    """PyTorch's timing could not be had: the message says why and what to do."""
+
+
+class TorchPeer:
+    """PyTorch timing the work ``measure`` times, in turns with it: torch_peer.py in a
+    process of its own, run by ``python`` (any Python that has torch)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_peer.py")
+
+    def __init__(self, python, threads, train_images, timeout=300.0):
+        self.python, self.threads, self.train_images, self.timeout = python, threads, train_images, timeout
+        self.process = None
+
+    def start(self, net_name, density, block, evaluated, seconds, turns):
+        """Build the network in PyTorch and warm it up; returns once it is ready for its first turn."""
+        import json
+        import subprocess
+        import tempfile
+        self.hp = hparams.defaults(net_name)
+        net = nets.build(net_name, seed=0)
+        job = {"layers": torch_layers([layer for _, layer in net.layers]), "input_shape": list(net.input_shape),
+               "density": density, "hp": self.hp.to_dict(), "threads": self.threads, "seconds": seconds,
+               "turns": turns, "block": block, "train_images": self.train_images, "evaluated": evaluated,
+               "augment": self.hp.augment}
         # without what minilottery set for its own threads: OMP_WAIT_POLICY=PASSIVE made
         # PyTorch's OpenMP threads sleep between operations, and Lenet 3x slower in PyTorch
         environment = {k: v for k, v in os.environ.items() if k not in SET_HERE}
-        done = subprocess.run([python, str(script)], input=json.dumps(job), capture_output=True, text=True,
-                              timeout=30 * seconds + 300, env=environment)
-    except OSError as error:
-        return None, f"cannot run {python} ({error}); give --torch-python a Python that has torch"
-    except subprocess.TimeoutExpired:
-        return None, f"PyTorch's timing in {python} did not finish in {30 * seconds + 300:.0f} s; try fewer --seconds"
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return None, f"{python} could not time PyTorch ({last}); give --torch-python a Python that has torch"
-    try:
-        figures = json.loads(done.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return None, f"{python} printed no figures for PyTorch; run minilottery/torch_peer.py by hand to see why"
-    figures["branch_seconds"] = branch_time(hp, figures["train"]["median"], figures["eval"]["median"])
-    return figures, None
+        self.errors = tempfile.TemporaryFile("w+")  # a file, not a pipe: a full pipe would stop the peer
+        try:
+            self.process = subprocess.Popen([self.python, self.script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            stderr=self.errors, text=True, env=environment)
+        except OSError as error:
+            raise PeerError(f"cannot run {self.python} ({error}); give --torch-python a Python that has torch")
+        self.turn_seconds = seconds
+        self.process.stdin.write(json.dumps(job) + "\n")
+        self.process.stdin.flush()
+        self._read("warm up")
+
+    def turn(self):
+        """PyTorch's turn: about as many seconds as each of ours."""
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+        self._read("time its turn", self.timeout + 30 * self.turn_seconds)
+
+    def finish(self):
+        """PyTorch's figures over all its turns, with the branch time they predict."""
+        self.process.stdin.close()
+        figures = self._read("report")
+        self.process.wait()
+        figures["branch_seconds"] = branch_time(self.hp, figures["train"]["median"], figures["eval"]["median"])
+        return figures
+
+    def _read(self, doing, timeout=None):
+        """The peer's next line of JSON; a PeerError if it fails, says nothing, or takes too long."""
+        import json
+        import select
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout or self.timeout)
+        line = self.process.stdout.readline() if ready else ""
+        try:
+            return json.loads(line)
+        except ValueError:
+            pass
+        self.close()
+        if not ready:
+            fix = "try fewer --seconds" if doing == "time its turn" else "run minilottery/torch_peer.py by hand to see why"
+            raise PeerError(f"PyTorch in {self.python} did not {doing} in {timeout or self.timeout:.0f} s; {fix}")
+        self.errors.seek(0)
+        errors = self.errors.read().strip().splitlines()
+        if errors:
+            raise PeerError(f"{self.python} could not time PyTorch ({errors[-1]}); give --torch-python a Python "
+                            "that has torch")
+        raise PeerError(f"{self.python} printed no figures for PyTorch; run minilottery/torch_peer.py by hand "
+                        "to see why")
+
+    def close(self):
+        """Stop the peer if it still runs (an error, or Ctrl-C, on our side)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
 
 def describe(results, compared):

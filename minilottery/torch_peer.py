@@ -9,10 +9,12 @@ timing is bench.py's: blocks of as many steps as bench's (``eval_every``), each 
 by an evaluation of as many images, for about the given seconds.
 
 bench runs this file in a process of its own, with any Python that has torch (torch is
-never a dependency of minilottery), and sends the job as JSON on stdin: the layers
-(``bench.torch_layers``), input shape, density, hyperparameters, threads, seconds, the
-steps in a block and the images evaluated after each.
-It prints the figures as one JSON object. It imports nothing of minilottery.
+never a dependency of minilottery), and sends the job as one line of JSON on stdin: the
+layers (``bench.torch_layers``), input shape, density, hyperparameters, threads, the
+steps in a block, the images evaluated after each, and how many turns of how many
+seconds. The two take turns: after its warm-up this prints ``{"ready": true}``, then for
+each line bench sends it times one turn and prints that turn's rates, one JSON object a
+line; after the last, the figures over every turn. It imports nothing of minilottery.
 """
 import json
 import statistics
@@ -145,17 +147,28 @@ def main(job):
     for _ in range(3):
         step()
     evaluate()
+    say({"ready": True})
     train_rates, eval_rates = [], []
-    began = time.perf_counter()
-    while not train_rates or time.perf_counter() - began < job["seconds"]:
-        start = time.perf_counter()
-        for _ in range(job["block"]):
-            step()
-        trained = time.perf_counter()
-        evaluate()
-        done = time.perf_counter()
-        train_rates.append(job["block"] * batch / (trained - start))
-        eval_rates.append(len(x_eval) / (done - trained))
+    for _ in range(job.get("turns", 1)):
+        if not sys.stdin.readline():  # bench is gone
+            break
+        turn_train, turn_eval = [], []
+        began = time.perf_counter()
+        while not turn_train or time.perf_counter() - began < job["seconds"]:
+            start = time.perf_counter()
+            for _ in range(job["block"]):
+                step()
+            trained = time.perf_counter()
+            evaluate()
+            done = time.perf_counter()
+            turn_train.append(job["block"] * batch / (trained - start))
+            turn_eval.append(len(x_eval) / (done - trained))
+        say({"train_rates": turn_train, "eval_rates": turn_eval})
+        train_rates += turn_train
+        eval_rates += turn_eval
+
+    if not train_rates:
+        return None
 
     def spread(rates):
         return {"median": statistics.median(rates), "min": min(rates), "max": max(rates), "blocks": len(rates)}
@@ -163,5 +176,11 @@ def main(job):
             "eval": spread(eval_rates)}
 
 
+def say(values):
+    print(json.dumps(values), flush=True)
+
+
 if __name__ == "__main__":
-    print(json.dumps(main(json.load(sys.stdin))))
+    figures = main(json.loads(sys.stdin.readline()))
+    if figures is not None:
+        say(figures)

@@ -1,7 +1,9 @@
 """The training protocol: learning on real MNIST, determinism, divergence, the CLI's errors."""
 import json
 import math
+import re
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -175,6 +177,60 @@ def test_bench_without_torch_says_so():
     result = CliRunner().invoke(cli.main, ["bench", "--seconds", "0.1", "--compare-torch", "--torch-python",
                                            sys.executable + "-missing"])
     assert result.exit_code == 1 and "cannot run" in result.output and "Traceback" not in result.output
+
+
+FAKE_PEER = """
+import json, sys, time
+job = json.loads(sys.stdin.readline())
+print(json.dumps({"ready": True}), flush=True)
+answered, gaps = None, []
+for _ in range(job["turns"]):
+    if not sys.stdin.readline():
+        break
+    if answered is not None:
+        gaps.append(time.perf_counter() - answered)
+    time.sleep(job["seconds"])
+    print(json.dumps({"train_rates": [1.0], "eval_rates": [2.0]}), flush=True)
+    answered = time.perf_counter()
+spread = lambda v: {"median": v, "min": v, "max": v, "blocks": job["turns"]}
+print(json.dumps({"version": "fake", "threads": job["threads"], "train": spread(1.0), "eval": spread(2.0),
+                  "gaps": gaps, "turns": job["turns"], "block": job["block"]}), flush=True)
+"""
+
+
+def test_bench_and_its_peer_take_turns(tmp_path, monkeypatch):
+    """PyTorch times in turns with us, so that both see the same minutes of a machine whose
+    speed moves (Conv-4 measured 1.45x, 1.96x and 1.77x in three runs of one-then-the-other):
+    the peer's turns come one after each of ours, with our training between them."""
+    from minilottery import bench
+    script = tmp_path / "peer.py"
+    script.write_text(FAKE_PEER)
+    monkeypatch.setattr(bench.TorchPeer, "script", str(script))
+    peer = bench.TorchPeer(sys.executable, 1, 100)
+    began = time.perf_counter()
+    result = bench.measure("lenet", seconds=0.9, peer=peer, turns=3)
+    took = time.perf_counter() - began
+    theirs = result["torch"]
+    assert theirs["turns"] == 3 and theirs["block"] == result["block"] and result["turns"] == 3
+    assert len(theirs["gaps"]) == 2 and min(theirs["gaps"]) >= 0.9 * 0.3  # one of our turns between theirs
+    assert took >= 0.9 + 3 * 0.3  # the two never time at once
+    assert theirs["branch_seconds"] > 0 and peer.process.poll() == 0
+
+
+@pytest.mark.parametrize("body, message", [
+    ("import sys; sys.exit('ImportError: no torch here')", "could not time PyTorch (ImportError: no torch here)"),
+    ("import time; time.sleep(30)", "did not warm up in 1 s"),
+    ("print('not json', flush=True)", "printed no figures"),
+])
+def test_a_peer_that_fails_is_one_line_and_leaves_no_process(tmp_path, monkeypatch, body, message):
+    from minilottery import bench
+    script = tmp_path / "peer.py"
+    script.write_text(body)
+    monkeypatch.setattr(bench.TorchPeer, "script", str(script))
+    peer = bench.TorchPeer(sys.executable, 1, 100, timeout=1.0)
+    with pytest.raises(bench.PeerError, match=re.escape(message)):
+        bench.measure("lenet", seconds=0.2, peer=peer, turns=2)
+    assert peer.process.poll() is not None
 
 
 @pytest.mark.parametrize("name", ["lenet", "conv2", "resnet18", "vgg19"])
