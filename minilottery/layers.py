@@ -25,6 +25,11 @@ from .kernels import core, sparse_input
 SKIP_ZEROS_BELOW = 0.3
 
 
+def mostly_zeros(x):
+    """Whether fewer than SKIP_ZEROS_BELOW of the entries of x (C-contiguous, any shape) are nonzero."""
+    return sparse_input.nonzero_fraction(x.reshape(-1)) < SKIP_ZEROS_BELOW
+
+
 def glorot_normal(rng, shape, fan_in, fan_out, dtype):
     """Gaussian Glorot (Xavier) initialisation: N(0, sigma^2), sigma^2 = 2 / (fan_in + fan_out)."""
     return (rng.standard_normal(shape) * np.sqrt(2.0 / (fan_in + fan_out))).astype(dtype)
@@ -70,8 +75,7 @@ class Dense(Layer):
     def skips_zeros(self, x, train=False):
         """Whether the next pass skips the zeros of ``x`` (this layer's input, any shape):
         a network asks this of its first layer before each pass (nets.Network.forward)."""
-        self.skipping = (self.can_skip(x.shape[0], train) and x.flags.c_contiguous
-                         and sparse_input.nonzero_fraction(x.reshape(-1)) < SKIP_ZEROS_BELOW)
+        self.skipping = self.can_skip(x.shape[0], train) and x.flags.c_contiguous and mostly_zeros(x)
         return self.skipping
 
     def forward(self, x, train=False):

@@ -20,8 +20,7 @@ import numpy as np
 from . import optim
 from .augment import flip_and_crop
 from .datasets import Batches
-from .kernels import sparse_input
-from .layers import SKIP_ZEROS_BELOW
+from .layers import mostly_zeros
 from .losses import softmax_cross_entropy
 
 EVAL_BATCH = 1000
@@ -98,8 +97,7 @@ def zeros_order(net, x):
     Each image gets the same logits in any order, so the accuracy is the same; the mean loss
     is summed in another order, which can change its last digits.
     """
-    if (net.input_layer is None or not len(x)
-            or sparse_input.nonzero_fraction(np.ascontiguousarray(x).reshape(-1)) >= SKIP_ZEROS_BELOW):
+    if net.input_layer is None or not len(x) or not mostly_zeros(np.ascontiguousarray(x)):
         return None
     ink = x.reshape(len(x), -1) != 0
     stretches = [part.any(axis=1) for part in np.array_split(ink, INK_STRETCHES, axis=1)]
