@@ -78,7 +78,7 @@ def measure(net_name, density=1.0, seconds=20.0, data=None, hp=None, peer=None, 
     evaluated = len(x_eval) if len(x_eval) * per_image <= turn / 4 else 1000
     kept = sum(float(m.sum()) for m in net.masks.values()) / net.count()
     if peer is not None:
-        peer.start(net_name, kept, block, evaluated, turn, turns)
+        peer.start(net, hp, kept, block, evaluated, turn, turns)
     train_rates, eval_rates = [], []
     for _ in range(turns):
         began, blocks = time.perf_counter(), 0
@@ -162,17 +162,17 @@ class TorchPeer:
         self.python, self.threads, self.train_images, self.timeout = python, threads, train_images, timeout
         self.process = None
 
-    def start(self, net_name, density, block, evaluated, seconds, turns):
-        """Build the network in PyTorch and warm it up; returns once it is ready for its first turn."""
+    def start(self, net, hp, density, block, evaluated, seconds, turns):
+        """Build ``net`` in PyTorch, with a mask of ``density`` and ``hp``'s optimizer, and warm it
+        up; returns once it is ready for its first turn."""
         import json
         import subprocess
         import tempfile
-        self.hp = hparams.defaults(net_name)
-        net = nets.build(net_name, seed=0)
+        self.hp = hp
         job = {"layers": torch_layers([layer for _, layer in net.layers]), "input_shape": list(net.input_shape),
-               "density": density, "hp": self.hp.to_dict(), "threads": self.threads, "seconds": seconds,
+               "density": density, "hp": hp.to_dict(), "threads": self.threads, "seconds": seconds,
                "turns": turns, "block": block, "train_images": self.train_images, "evaluated": evaluated,
-               "augment": self.hp.augment}
+               "augment": hp.augment}
         # without what minilottery set for its own threads: OMP_WAIT_POLICY=PASSIVE made
         # PyTorch's OpenMP threads sleep between operations, and Lenet 3x slower in PyTorch
         environment = {k: v for k, v in os.environ.items() if k not in SET_HERE}
@@ -191,7 +191,7 @@ class TorchPeer:
         """PyTorch's turn: about as many seconds as each of ours."""
         self.process.stdin.write("go\n")
         self.process.stdin.flush()
-        self._read("time its turn", self.timeout + 30 * self.turn_seconds)
+        self._read("time its turn", self.timeout + 30 * self.turn_seconds, "try fewer --seconds")
 
     def finish(self):
         """PyTorch's figures over all its turns, with the branch time they predict."""
@@ -201,7 +201,7 @@ class TorchPeer:
         figures["branch_seconds"] = branch_time(self.hp, figures["train"]["median"], figures["eval"]["median"])
         return figures
 
-    def _read(self, doing, timeout=None):
+    def _read(self, doing, timeout=None, advice="run minilottery/torch_peer.py by hand to see why"):
         """The peer's next line of JSON; a PeerError if it fails, says nothing, or takes too long."""
         import json
         import select
@@ -213,8 +213,7 @@ class TorchPeer:
             pass
         self.close()
         if not ready:
-            fix = "try fewer --seconds" if doing == "time its turn" else "run minilottery/torch_peer.py by hand to see why"
-            raise PeerError(f"PyTorch in {self.python} did not {doing} in {timeout or self.timeout:.0f} s; {fix}")
+            raise PeerError(f"PyTorch in {self.python} did not {doing} in {timeout or self.timeout:.0f} s; {advice}")
         self.errors.seek(0)
         errors = self.errors.read().strip().splitlines()
         if errors:
