@@ -23,20 +23,22 @@ import contextlib
 import ctypes
 import glob
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
 
+import numba
 import numpy as np
 
 # One worker per core this process may run on.
 WORKERS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-_pool = None  # ThreadPoolExecutor for the WORKERS - 1 helpers, made on first use
+_pool = None  # the Pool of WORKERS - 1 helpers, made on first use
+_pool_busy = threading.Lock()  # held while the pool runs a caller's chunks
 _pool_owns_cores = False  # inside pool_owns_cores(): matmul splits over the pool
 
 
 def _forget_pool():
     """A forked child has the pool object but not its threads: make it start its own."""
-    global _pool
-    _pool = None
+    global _pool, _pool_busy
+    _pool, _pool_busy = None, threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -82,7 +84,7 @@ def use_cores(count):
     numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
     if count != WORKERS:
         if _pool is not None:
-            _pool.shutdown(wait=False)  # its threads end once they are idle
+            _pool.close()  # its threads end once they are idle
         WORKERS, _pool = count, None
 
 
@@ -124,6 +126,96 @@ def even_slices(n_items, chunk, workers):
     return [slice(i * n_items // count, (i + 1) * n_items // count) for i in range(count)]
 
 
+# ----------------------------------------------------------------------------- the pool
+# Waking a sleeping thread costs 80-350 us on this virtual machine (a futex wake, then the
+# hypervisor scheduling the idle vCPU), and a Resnet-18 step hands the pool work 61 times,
+# each a wake of the helper and one of the caller when it waits. So the helper, once done,
+# and the caller, waiting for it, first poll a counter in memory, yielding the core to any
+# other thread between looks (sched_yield), and only then sleep: a hand-over then costs
+# 12-25 us instead of 80-200. SPIN_YIELDS looks take ~12 ms here, longer than the gap
+# between two of a step's convolutions; a pool left idle longer sleeps.
+SPIN_YIELDS = 20_000
+
+_reached = None  # compiled on first use (below)
+
+
+def _compile_reached():
+    """``reached(counter, value, looks)``: whether counter[0] reaches value within ``looks`` looks,
+    yielding the core between them (sched_yield: an opaque call, so each look reads memory
+    again). Runs without the GIL. Compiled when the first pool starts, not cached: it calls
+    libc by address."""
+    global _reached
+    if _reached is None:
+        sched_yield = ctypes.CDLL(None).sched_yield
+        sched_yield.argtypes, sched_yield.restype = [], ctypes.c_int
+
+        @numba.njit("boolean(int64[:], int64, int64)", nogil=True)
+        def reached(counter, value, looks):
+            for _ in range(looks):
+                if counter[0] >= value:
+                    return True
+                sched_yield()
+            return counter[0] >= value
+
+        _reached = reached
+    return _reached
+
+
+class Pool:
+    """``helpers`` threads that run the caller's ``drain(worker)`` beside it, handed over by a
+    counter each side polls before it sleeps (above)."""
+
+    def __init__(self, helpers):
+        self.helpers, self.reached = helpers, _compile_reached()
+        self.started = np.zeros(1, np.int64)  # generation of the latest task
+        self.finished = np.zeros(helpers + 1, np.int64)  # the generation each helper finished last
+        self.task, self.errors, self.closed = None, [], False
+        self.wake = threading.Condition()
+        for worker in range(1, helpers + 1):
+            threading.Thread(target=self._serve, args=(worker,), name=f"minilottery-{worker}", daemon=True).start()
+
+    def _serve(self, worker):
+        generation = 0
+        while True:
+            generation += 1
+            if not self.reached(self.started, generation, SPIN_YIELDS):
+                with self.wake:
+                    self.wake.wait_for(lambda: self.started[0] >= generation or self.closed)
+            if self.closed:
+                return
+            try:
+                self.task(worker)
+            except BaseException as error:  # noqa: BLE001  (handed to the caller)
+                self.errors.append(error)
+            with self.wake:
+                self.finished[worker] = generation
+                self.wake.notify_all()
+
+    def run(self, drain):
+        """drain(0) here and drain(1..helpers) on the helpers; returns when all are done,
+        re-raising the first exception any of them raised."""
+        generation = int(self.started[0]) + 1
+        self.task, self.errors = drain, []
+        with self.wake:
+            self.started[0] = generation
+            self.wake.notify_all()
+        try:
+            drain(0)
+        finally:
+            for worker in range(1, self.helpers + 1):
+                if not self.reached(self.finished[worker:worker + 1], generation, SPIN_YIELDS):
+                    with self.wake:
+                        self.wake.wait_for(lambda: self.finished[worker] >= generation)
+        if self.errors:
+            raise self.errors[0]
+
+    def close(self):
+        """Let the helpers end once they are idle."""
+        with self.wake:
+            self.closed = True
+            self.wake.notify_all()
+
+
 def run_chunks(n_items, chunk, work):
     """Call ``work(worker, items)`` for consecutive slices of up to ``chunk`` items covering
     ``n_items`` (evened out: ``even_slices``), on up to WORKERS threads; ``worker``
@@ -136,24 +228,25 @@ def run_chunks(n_items, chunk, work):
     global _pool
     chunks = even_slices(n_items, chunk, WORKERS)
     slices = iter(chunks)
-    workers = min(WORKERS, len(chunks))
 
     def drain(worker):
         for items in slices:  # a shared iterator: each next() hands out one chunk
             work(worker, items)
 
-    if workers <= 1:
+    # the pool serves one caller at a time: a run_chunks inside a chunk, or from another
+    # thread while the pool is busy, runs on its caller's thread alone
+    if WORKERS <= 1 or len(chunks) <= 1 or not _pool_busy.acquire(blocking=False):
         drain(0)
         return
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=WORKERS - 1, thread_name_prefix="minilottery")
-    with single_threaded_blas():
-        helpers = [_pool.submit(drain, worker) for worker in range(1, workers)]
-        try:
-            drain(0)
-        finally:
-            for helper in helpers:
-                helper.result()  # waits, and re-raises a helper's exception
+    try:
+        if _pool is None or _pool.helpers != WORKERS - 1:
+            if _pool is not None:
+                _pool.close()
+            _pool = Pool(WORKERS - 1)
+        with single_threaded_blas():
+            _pool.run(drain)
+    finally:
+        _pool_busy.release()
 
 
 # An element-wise pass over fewer values than this runs on the calling thread.

@@ -90,3 +90,45 @@ def test_chunks_are_even_and_shared_equally(monkeypatch, n_items, chunk, workers
         shares = [sum(sizes[worker::workers]) for worker in range(workers)]
         assert max(shares) <= -(-n_items // workers) + len(sizes) // workers
         assert max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.parametrize("spin_yields", [threads.SPIN_YIELDS, 0])
+def test_the_pool_hands_chunks_to_a_helper_thread_polling_or_asleep(monkeypatch, spin_yields):
+    """Its helper takes chunks on a thread of its own, whether it polls for work or (with no
+    looks left: 0) sleeps until woken, and the caller waits for its last chunk either way."""
+    import threading
+    import time
+    monkeypatch.setattr(threads, "WORKERS", 2)
+    monkeypatch.setattr(threads, "SPIN_YIELDS", spin_yields)
+    for _ in range(3):
+        seen = {}
+
+        def work(worker, items):
+            time.sleep(0.002)  # long enough that both threads take chunks
+            seen[items.start] = (worker, threading.get_ident())
+
+        threads.run_chunks(8, 1, work)
+        assert sorted(seen) == list(range(8))
+        assert {worker for worker, _ in seen.values()} == {0, 1}
+        assert len({ident for _, ident in seen.values()}) == 2
+        time.sleep(0.02)  # idle beyond the polling: the helper goes to sleep
+
+
+def test_a_run_chunks_inside_a_chunk_runs_on_its_callers_thread(monkeypatch):
+    monkeypatch.setattr(threads, "WORKERS", 2)
+    inner = []
+
+    def work(worker, items):
+        threads.run_chunks(4, 1, lambda inner_worker, part: inner.append((worker, inner_worker, part.start)))
+
+    threads.run_chunks(2, 1, work)
+    assert sorted(start for _, _, start in inner) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert all(inner_worker == 0 for _, inner_worker, _ in inner)  # the pool was busy with the outer call
+
+
+def test_the_pool_follows_a_change_of_workers(monkeypatch):
+    for workers in (3, 2):
+        monkeypatch.setattr(threads, "WORKERS", workers)
+        seen = set()
+        threads.run_chunks(workers * 4, 1, lambda worker, items: seen.add(worker))
+        assert seen <= set(range(workers)) and threads._pool.helpers == workers - 1
