@@ -18,6 +18,7 @@ Resnet-18 and VGG-19; its γ and β are never pruned.
 """
 import numpy as np
 
+from . import threads
 from .kernels import batchnorm as batchnorm_kernels
 from .kernels import conv as kernels
 from .kernels import convolution
@@ -212,4 +213,8 @@ class ResidualBlock(Layer):
             d_short = self.shortcut.backward(self.shortcut_bn.backward(d), need_dx)
         else:
             d_short = d
-        return dx + d_short if need_dx else None
+        if not need_dx:
+            return None
+        # dx is conv1's fresh array: the shortcut's gradient is added into it, split over the pool
+        threads.elementwise(convolution.add_into, (dx.reshape(-1), d_short.reshape(-1)))
+        return dx
