@@ -93,6 +93,12 @@ class MaxPool2d(Layer):
         return dx
 
 
+def over_channels(kernel, channels, *args):
+    """kernel(*args, first, stop) for each worker's share of the channels, side by side on the pool."""
+    threads.run_chunks(channels, -(-channels // threads.WORKERS),
+                       lambda worker, part: kernel(*args, part.start, part.stop))
+
+
 class BatchNorm2d(Layer):
     """y = γ x̂ + β with x̂ = (x - μ) / sqrt(σ² + ε) per channel (Ioffe & Szegedy 2015).
 
@@ -123,7 +129,7 @@ class BatchNorm2d(Layer):
         self.train, self.x = train, x  # (N, C, H, W)
         if train:
             mean, var = np.empty(channels, x.dtype), np.empty(channels, x.dtype)
-            batchnorm_kernels.channel_statistics(x, mean, var)  # over (N, H, W)
+            over_channels(batchnorm_kernels.channel_statistics, channels, x, mean, var)  # over (N, H, W)
             count = x.size // channels
             self.buffers["running_mean"] *= 1 - self.momentum
             self.buffers["running_mean"] += self.momentum * mean
@@ -137,15 +143,16 @@ class BatchNorm2d(Layer):
         self.scale = self.params["gamma"] * self.inv_std
         self.shift = self.params["beta"] - mean * self.scale
         y = np.empty_like(x)
-        batchnorm_kernels.channel_affine(x, self.scale, self.shift, self.relu, y)
+        over_channels(batchnorm_kernels.channel_affine, channels, x, self.scale, self.shift, self.relu, y)
         return y
 
     def backward(self, dy, need_dx=True):
         # g = dy, or with the ReLU dy where γ x̂ + β > 0 and 0 elsewhere (recomputed from x);
         # dβ = sum of g, dγ = sum of g x̂, over (N, H, W)
         fused = (self.scale, self.shift, self.relu)
-        batchnorm_kernels.batchnorm_backward_sums(dy, self.x, self.mean, self.inv_std, *fused,
-                                                  self.grads["beta"], self.grads["gamma"])
+        channels = dy.shape[1]
+        over_channels(batchnorm_kernels.batchnorm_backward_sums, channels, dy, self.x, self.mean, self.inv_std, *fused,
+                      self.grads["beta"], self.grads["gamma"])
         if not need_dx:
             return None
         dx = np.empty_like(dy)
@@ -154,8 +161,8 @@ class BatchNorm2d(Layer):
             mean_g, mean_g_xhat = self.grads["beta"] / count, self.grads["gamma"] / count
         else:  # μ and σ² were constants: dx = γ/σ g
             mean_g = mean_g_xhat = np.zeros_like(self.mean)
-        batchnorm_kernels.batchnorm_input_grad(dy, self.x, self.mean, self.inv_std, self.params["gamma"], *fused,
-                                               mean_g, mean_g_xhat, dx)
+        over_channels(batchnorm_kernels.batchnorm_input_grad, channels, dy, self.x, self.mean, self.inv_std,
+                      self.params["gamma"], *fused, mean_g, mean_g_xhat, dx)
         return dx
 
 

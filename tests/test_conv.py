@@ -50,16 +50,17 @@ def kernel_arguments(name, rng, dtype, channels=(3, 4), relu=True):
     if name == "maxpool_backward":
         argmax = rng.integers(0, 4, (n, c, h // 2, w // 2)).astype(np.uint8)
         return [normal(n, c, h // 2, w // 2), argmax, np.full((n, c, h, w), 7, dtype), 2]
+    # the batch-norm kernels work on channels first .. stop - 1: all but the first here
     if name == "channel_statistics":
-        return [normal(n, c, h, w) * 3 + 1, np.zeros(c, dtype), np.zeros(c, dtype)]
+        return [normal(n, c, h, w) * 3 + 1, np.zeros(c, dtype), np.zeros(c, dtype), 1, c]
     if name == "channel_affine":
-        return [normal(n, c, h, w), normal(c), normal(c), relu, np.zeros((n, c, h, w), dtype)]
+        return [normal(n, c, h, w), normal(c), normal(c), relu, np.zeros((n, c, h, w), dtype), 1, c]
     if name == "batchnorm_backward_sums":
         return [normal(n, c, h, w), normal(n, c, h, w), normal(c), normal(c), normal(c), normal(c), relu,
-                np.zeros(c, dtype), np.zeros(c, dtype)]
+                np.zeros(c, dtype), np.zeros(c, dtype), 1, c]
     if name == "batchnorm_input_grad":
         return ([normal(n, c, h, w), normal(n, c, h, w)] + [normal(c) for _ in range(5)] + [relu]
-                + [normal(c) for _ in range(2)] + [np.zeros((n, c, h, w), dtype)])
+                + [normal(c) for _ in range(2)] + [np.zeros((n, c, h, w), dtype), 1, c])
     raise KeyError(name)
 
 
@@ -317,7 +318,7 @@ def test_batchnorm_statistics_do_not_cancel_far_from_zero(rng):
     """Sums of x and x² in float64 would lose a variance of 1e-4 at a mean of 100,000 (1e14 times it)."""
     x = (100_000 + 0.01 * rng.standard_normal((8, 3, 5, 5))).astype(np.float32)
     mean, var = np.empty(3, np.float32), np.empty(3, np.float32)
-    batchnorm.channel_statistics(x, mean, var)
+    batchnorm.channel_statistics(x, mean, var, 0, 3)
     exact = x.astype(np.float64)
     np.testing.assert_allclose(mean, exact.mean(axis=(0, 2, 3)), rtol=1e-7)
     np.testing.assert_allclose(var, exact.var(axis=(0, 2, 3)), rtol=1e-3)

@@ -6,9 +6,15 @@ of each channel c,
     μ_c = mean x,  σ²_c = mean (x - μ_c)²,  y = γ_c (x - μ_c) / sqrt(σ²_c + ε) + β_c
     dβ_c = Σ dy,  dγ_c = Σ dy x̂,  dx = γ_c / σ_c (dy - mean dy - x̂ mean(dy x̂))
 
-Each Numba kernel fuses what NumPy would do in 4-6 passes with temporaries, runs in
-parallel over channels, and has a NumPy twin ``<name>_numpy``; ``TWINS`` lists them.
-Per-channel sums run in float64, so a mean over a whole batch of float32 maps stays exact.
+Each Numba kernel fuses what NumPy would do in 4-6 passes with temporaries, and has a
+NumPy twin ``<name>_numpy``; ``TWINS`` lists them. Per-channel sums run in float64, so a
+mean over a whole batch of float32 maps stays exact.
+
+Each works on the channels first .. stop - 1 on the calling thread, without the GIL:
+``conv.BatchNorm2d`` hands each of minilottery's pool threads its share of the channels
+(threads.run_chunks), the same threads that run the convolutions around it. On Numba's
+own threads, which slept through each convolution, every kernel waited 40-150 us for
+its second thread to wake on this virtual machine, and a Resnet-18 step has 84 of them.
 
 With ``relu`` the kernels also do the ReLU that follows batch norm in Resnet-18 and
 VGG-19: the forward writes max(x a + b, 0) (a = γ / σ, b = β - μ a), and the backward
@@ -17,9 +23,7 @@ rather than read from a stored output. A separate ReLU layer would make two more
 over the map forward and three backward.
 """
 import numpy as np
-from numba import prange
-
-from . import jit_inline, jit_parallel
+from . import jit_inline, jit_nogil
 
 
 @jit_inline
@@ -32,8 +36,8 @@ def passed_numpy(g, x, a, b, relu):
     return g * (x * a + b > 0) if relu else g
 
 
-@jit_parallel
-def channel_statistics(x, mean, var):
+@jit_nogil
+def channel_statistics(x, mean, var, first, stop):
     """mean[c] and var[c] (biased) of x[:, c] over (N, H, W), in one pass.
 
     Sums of d = x - s and d² with s = the channel's first value, so that the variance
@@ -43,7 +47,7 @@ def channel_statistics(x, mean, var):
     """
     n_images, channels, height, width = x.shape
     count = n_images * height * width
-    for c in prange(channels):
+    for c in range(first, stop):
         shift = x[0, c, 0, 0]
         total, squares = 0.0, 0.0
         for n in range(n_images):
@@ -56,38 +60,39 @@ def channel_statistics(x, mean, var):
         mean[c], var[c] = shift + mean_shifted, max(squares / count - mean_shifted * mean_shifted, 0.0)
 
 
-def channel_statistics_numpy(x, mean, var):
-    mean[...] = x.mean(axis=(0, 2, 3))
-    var[...] = x.var(axis=(0, 2, 3))
+def channel_statistics_numpy(x, mean, var, first, stop):
+    mean[first:stop] = x[:, first:stop].mean(axis=(0, 2, 3))
+    var[first:stop] = x[:, first:stop].var(axis=(0, 2, 3))
 
 
-@jit_parallel
-def channel_affine(x, scale, shift, relu, y):
+@jit_nogil
+def channel_affine(x, scale, shift, relu, y, first, stop):
     """y[:, c] = x[:, c] * scale[c] + shift[c], and max(that, 0) with ``relu``."""
     n_images, channels, height, width = x.shape
     zero = y.dtype.type(0)
-    for plane in prange(n_images * channels):
-        n, c = plane // channels, plane % channels
-        a, b = scale[c], shift[c]
-        for i in range(height):
-            for j in range(width):
-                value = x[n, c, i, j] * a + b
-                y[n, c, i, j] = zero if relu and value < 0 else value  # NaN stays NaN, as in np.maximum
+    for n in range(n_images):
+        for c in range(first, stop):
+            a, b = scale[c], shift[c]
+            for i in range(height):
+                for j in range(width):
+                    value = x[n, c, i, j] * a + b
+                    y[n, c, i, j] = zero if relu and value < 0 else value  # NaN stays NaN, as in np.maximum
 
 
-def channel_affine_numpy(x, scale, shift, relu, y):
-    y[...] = x * scale[:, None, None] + shift[:, None, None]
+def channel_affine_numpy(x, scale, shift, relu, y, first, stop):
+    part = slice(first, stop)
+    y[:, part] = x[:, part] * scale[part, None, None] + shift[part, None, None]
     if relu:
-        np.maximum(y, 0, out=y)
+        np.maximum(y[:, part], 0, out=y[:, part])
 
 
-@jit_parallel
-def batchnorm_backward_sums(dy, x, mean, inv_std, scale, shift, relu, sum_dy, sum_dy_xhat):
+@jit_nogil
+def batchnorm_backward_sums(dy, x, mean, inv_std, scale, shift, relu, sum_dy, sum_dy_xhat, first, stop):
     """sum_dy[c] = sum of g[:, c]; sum_dy_xhat[c] = sum of g[:, c] x̂[:, c], x̂ = (x - μ) inv_std,
     where g = dy, or with ``relu`` dy where x scale + shift > 0 (``passed``) and 0 elsewhere."""
     n_images, channels, height, width = x.shape
     zero = dy.dtype.type(0)
-    for c in prange(channels):
+    for c in range(first, stop):
         mu, s, a, b = mean[c], inv_std[c], scale[c], shift[c]
         total, weighted = 0.0, 0.0
         for n in range(n_images):
@@ -100,34 +105,36 @@ def batchnorm_backward_sums(dy, x, mean, inv_std, scale, shift, relu, sum_dy, su
         sum_dy[c], sum_dy_xhat[c] = total, weighted
 
 
-def batchnorm_backward_sums_numpy(dy, x, mean, inv_std, scale, shift, relu, sum_dy, sum_dy_xhat):
-    g = passed_numpy(dy, x, scale[:, None, None], shift[:, None, None], relu)
-    x_hat = (x - mean[:, None, None]) * inv_std[:, None, None]
-    sum_dy[...] = g.sum(axis=(0, 2, 3))
-    sum_dy_xhat[...] = (g * x_hat).sum(axis=(0, 2, 3))
+def batchnorm_backward_sums_numpy(dy, x, mean, inv_std, scale, shift, relu, sum_dy, sum_dy_xhat, first, stop):
+    part = slice(first, stop)
+    g = passed_numpy(dy[:, part], x[:, part], scale[part, None, None], shift[part, None, None], relu)
+    x_hat = (x[:, part] - mean[part, None, None]) * inv_std[part, None, None]
+    sum_dy[part] = g.sum(axis=(0, 2, 3))
+    sum_dy_xhat[part] = (g * x_hat).sum(axis=(0, 2, 3))
 
 
-@jit_parallel
-def batchnorm_input_grad(dy, x, mean, inv_std, gamma, scale, shift, relu, mean_dy, mean_dy_xhat, dx):
+@jit_nogil
+def batchnorm_input_grad(dy, x, mean, inv_std, gamma, scale, shift, relu, mean_dy, mean_dy_xhat, dx, first, stop):
     """dx = γ inv_std (g - mean(g) - x̂ mean(g x̂)), the means over (N, H, W) of channel c,
     with g as in ``batchnorm_backward_sums``."""
     n_images, channels, height, width = x.shape
     zero = dy.dtype.type(0)
-    for plane in prange(n_images * channels):
-        n, c = plane // channels, plane % channels
-        mu, s, factor, m, mx = mean[c], inv_std[c], gamma[c] * inv_std[c], mean_dy[c], mean_dy_xhat[c]
-        a, b = scale[c], shift[c]
-        for i in range(height):
-            for j in range(width):
-                value = x[n, c, i, j]
-                g = passed(dy[n, c, i, j], value, a, b, relu, zero)
-                dx[n, c, i, j] = factor * (g - m - (value - mu) * s * mx)
+    for n in range(n_images):
+        for c in range(first, stop):
+            mu, s, factor, m, mx = mean[c], inv_std[c], gamma[c] * inv_std[c], mean_dy[c], mean_dy_xhat[c]
+            a, b = scale[c], shift[c]
+            for i in range(height):
+                for j in range(width):
+                    value = x[n, c, i, j]
+                    g = passed(dy[n, c, i, j], value, a, b, relu, zero)
+                    dx[n, c, i, j] = factor * (g - m - (value - mu) * s * mx)
 
 
-def batchnorm_input_grad_numpy(dy, x, mean, inv_std, gamma, scale, shift, relu, mean_dy, mean_dy_xhat, dx):
-    g = passed_numpy(dy, x, scale[:, None, None], shift[:, None, None], relu)
-    x_hat = (x - mean[:, None, None]) * inv_std[:, None, None]
-    dx[...] = (gamma * inv_std)[:, None, None] * (g - mean_dy[:, None, None] - x_hat * mean_dy_xhat[:, None, None])
+def batchnorm_input_grad_numpy(dy, x, mean, inv_std, gamma, scale, shift, relu, mean_dy, mean_dy_xhat, dx, first, stop):
+    c = slice(first, stop)
+    g = passed_numpy(dy[:, c], x[:, c], scale[c, None, None], shift[c, None, None], relu)
+    x_hat = (x[:, c] - mean[c, None, None]) * inv_std[c, None, None]
+    dx[:, c] = (gamma[c] * inv_std[c])[:, None, None] * (g - mean_dy[c, None, None] - x_hat * mean_dy_xhat[c, None, None])
 
 
 TWINS = [
