@@ -128,13 +128,16 @@ def even_slices(n_items, chunk, workers):
 
 # ----------------------------------------------------------------------------- the pool
 # Waking a sleeping thread costs 80-350 us on this virtual machine (a futex wake, then the
-# hypervisor scheduling the idle vCPU), and a Resnet-18 step hands the pool work 61 times,
-# each a wake of the helper and one of the caller when it waits. So the helper, once done,
-# and the caller, waiting for it, first poll a counter in memory, yielding the core to any
-# other thread between looks (sched_yield), and only then sleep: a hand-over then costs
-# 12-25 us instead of 80-200. SPIN_YIELDS looks take ~12 ms here, longer than the gap
-# between two of a step's convolutions; a pool left idle longer sleeps.
-SPIN_YIELDS = 20_000
+# hypervisor scheduling the idle vCPU), and a Resnet-18 step hands the pool work ~145
+# times (its convolutions, batch norms and element-wise passes), each a wake of the helper
+# and one of the caller when it waits. So the helper, once done, and the caller, waiting
+# for it, first poll a counter in memory, yielding the core to any other thread between
+# looks (sched_yield), and only then sleep: a hand-over then costs 12-25 us instead of
+# 80-200. SPIN_YIELDS looks take ~1.2 ms here, more than the gaps inside a step; a pool
+# left idle longer sleeps, and stops taking a core that other processes could use.
+# (Resnet-18 steps alternated with 0, 2,000 and 20,000 looks: 2,000 and 20,000 were
+# 1.02-1.13x faster than 0 in medians of 10-12 pairs, and not told apart from each other.)
+SPIN_YIELDS = 2_000
 
 _reached = None  # compiled on first use (below)
 
