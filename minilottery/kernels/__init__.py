@@ -17,9 +17,9 @@ from .. import set_environment
 # slower. But waking a sleeping thread costs 100-130 us on a virtual machine, longer
 # than a sparse kernel of Lenet runs, so GNU OpenMP's helpers spin 4,000 rounds (about
 # 0.1 ms here) after a parallel region before they sleep: the next region of a sparse
-# training step finds them awake. 20,000 rounds (0.5 ms) made Resnet-18 1.05x slower,
-# its helper spinning after each batch norm while minilottery's pool ran the next
-# convolution; at 4,000 it ran 0.97x the time it did without spinning.
+# training step finds them awake. (20,000 rounds, 0.5 ms, made Resnet-18 1.05x slower
+# when its batch norms ran on Numba's threads, whose helper then spun while minilottery's
+# pool ran the next convolution; a conv net's passes now run on the pool alone.)
 set_environment("OMP_WAIT_POLICY", "PASSIVE")
 set_environment("GOMP_SPINCOUNT", "4000")
 
