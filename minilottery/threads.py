@@ -132,9 +132,11 @@ def even_slices(n_items, chunk, workers):
 # times (its convolutions, batch norms and element-wise passes), each a wake of the helper
 # and one of the caller when it waits. So the helper, once done, and the caller, waiting
 # for it, first poll a counter in memory, yielding the core to any other thread between
-# looks (sched_yield), and only then sleep: a hand-over then costs 12-25 us instead of
-# 80-200. SPIN_YIELDS looks take ~1.2 ms here, more than the gaps inside a step; a pool
-# left idle longer sleeps, and stops taking a core that other processes could use.
+# looks (sched_yield), and only then sleep. A hand-over to a polling helper measured 12-25 us
+# against 80-100 when neither thread needed the GIL meanwhile (a thread taking the GIL from
+# the other still waits for a wake: benchmarks/pool_handover.py). SPIN_YIELDS looks take
+# ~1.2 ms here, more than the gaps inside a step; a pool left idle longer sleeps, and stops
+# taking a core that other processes could use.
 # (Resnet-18 steps alternated with 0, 2,000 and 20,000 looks: 2,000 and 20,000 were
 # 1.02-1.13x faster than 0 in medians of 10-12 pairs, and not told apart from each other.)
 SPIN_YIELDS = 2_000
@@ -149,7 +151,11 @@ def _compile_reached():
     libc by address."""
     global _reached
     if _reached is None:
-        sched_yield = ctypes.CDLL(None).sched_yield
+        try:
+            sched_yield = ctypes.CDLL(None).sched_yield
+        except (OSError, AttributeError, TypeError):  # no POSIX libc: look once, then sleep
+            _reached = lambda counter, value, looks: counter[0] >= value  # noqa: E731
+            return _reached
         sched_yield.argtypes, sched_yield.restype = [], ctypes.c_int
 
         @numba.njit("boolean(int64[:], int64, int64)", nogil=True)

@@ -132,3 +132,19 @@ def test_the_pool_follows_a_change_of_workers(monkeypatch):
         seen = set()
         threads.run_chunks(workers * 4, 1, lambda worker, items: seen.add(worker))
         assert seen <= set(range(workers)) and threads._pool.helpers == workers - 1
+
+
+def test_without_a_posix_libc_the_pool_sleeps_instead_of_polling(monkeypatch):
+    import ctypes
+
+    def no_libc(*args, **kwargs):
+        raise OSError("no libc here")
+
+    monkeypatch.setattr(threads, "WORKERS", 2)
+    monkeypatch.setattr(threads, "_reached", None)
+    monkeypatch.setattr(threads, "_pool", None)
+    monkeypatch.setattr(ctypes, "CDLL", no_libc)
+    seen = []
+    threads.run_chunks(6, 1, lambda worker, items: seen.append(items.start))
+    assert sorted(seen) == list(range(6))
+    assert not hasattr(threads._pool.reached, "py_func")  # the plain look, not the compiled loop
