@@ -168,15 +168,23 @@ def test_every_engine_agrees_with_the_direct_loop_forward_and_backward(engine, s
         np.testing.assert_allclose(mine, theirs, atol=1e-10, err_msg=name)
 
 
-@pytest.mark.parametrize("rows_first_below", [0, 1 << 20], ids=["U^T a view", "U^T copied"])
-def test_winograd_forward_is_the_same_whichever_layout_its_filters_take(rng, monkeypatch, rows_first_below):
-    """Small layers' forward copies the transformed filters U^T into rows first, large ones
-    read the transposed view; both against the reference, after w changes between passes."""
+@pytest.mark.parametrize("rows_first_below, transform_rows_below", [(1 << 20, 1 << 24), (0, 1 << 24), (0, 0)],
+                         ids=["U^T copied", "U^T transformed from w^T", "U^T a view"])
+def test_winograd_is_the_same_whichever_layout_its_filters_take(rng, monkeypatch, rows_first_below,
+                                                                 transform_rows_below):
+    """Small layers' forward copies the transformed filters U^T into rows first, middle ones
+    transform w^T straight into rows (and the backward transforms w itself), the largest read
+    the transposed view; each against the reference, forward and backward, after w changes."""
     monkeypatch.setattr(convolution, "CONTIGUOUS_FILTERS_BYTES", rows_first_below)
+    monkeypatch.setattr(convolution, "FILTER_BYTES", transform_rows_below)
     x, engine, reference = rng.standard_normal((2, 4, 8, 8)), convolution.Winograd(), convolution.Direct(1, 1)
     for _ in range(2):
         w, b = rng.standard_normal((5, 4, 3, 3)), rng.standard_normal(5)
-        np.testing.assert_allclose(engine.forward(x, w, b), reference.forward(x, w, b), atol=1e-10)
+        y = engine.forward(x, w, b)
+        np.testing.assert_allclose(y, reference.forward(x, w, b), atol=1e-10)
+        dy = rng.standard_normal(y.shape)
+        for mine, theirs, name in zip(engine.backward(dy, x, w), reference.backward(dy, x, w), ("dx", "dw", "db")):
+            np.testing.assert_allclose(mine, theirs, atol=1e-10, err_msg=name)
 
 
 def test_taps_split_over_the_pool_agree_with_the_direct_loop(rng, monkeypatch):
