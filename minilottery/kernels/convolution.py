@@ -50,15 +50,14 @@ CHUNK_BYTES = 1 << 21
 FILTER_BYTES = 1 << 24
 # NumPy multiplies a stack of small matrices whose second operand is a transposed view
 # (U_ξ^T) a third slower than the same stack laid out in rows: V_ξ U_ξ^T for a chunk of
-# Resnet-18's 16-channel layer took 258 us against 160. Up to this size the forward pass
-# copies U^T into rows first (6 us for 16 channels, 84 for 64; 629 us for 128 channels,
-# where the product gained 4%, and 23 ms for 512). Above it, up to FILTER_BYTES, the
-# forward transforms w^T, which gives U^T in rows directly, and the backward transforms w
-# again for U: Conv-6's 256-channel products ran at 32 against 44 GMAC/s on the view (40
-# tiles x 256 x 256, one thread), and steps alternated with and without this took medians
-# of 1.01-1.04 (Conv-6), 1.07-1.09 (Conv-4) and 1.03 (VGG-19, whose 512-channel layers,
-# above FILTER_BYTES, keep the view: transforming their U twice made it 0.96).
-CONTIGUOUS_FILTERS_BYTES = 1 << 20
+# Resnet-18's 16-channel layer took 258 us against 160, and Conv-6's 256-channel products
+# ran at 32 against 44 GMAC/s (40 tiles x 256 x 256, one thread). So up to FILTER_BYTES
+# the forward pass transforms w^T, which gives U^T in rows directly, and the backward
+# transforms w again for U. Steps alternated with and without this: medians 1.01-1.04
+# (Conv-6), 1.07-1.09 (Conv-4), 1.03 (VGG-19). Above FILTER_BYTES (VGG-19's 512-channel
+# layers) both passes read the one U, the forward through the view: transforming 38 MB
+# twice made VGG-19's step 0.96x. (Up to 1 MB this replaced a copy of U^T into rows after
+# transforming w: Resnet-18 and Conv-2 steps, 1.00 and 1.04.)
 
 # A network's first conv reads the image's 1 or 3 channels: its products are tiny, and
 # Winograd's transforms of the 64 output maps cost more than im2col does. Conv-2's first
@@ -227,16 +226,12 @@ class Winograd:
         out_channels = w.shape[0]
         tiles_h, tiles_w, chunk = self._chunks(x, w)
         self.U_of = None  # w may have changed since the last step: transform it afresh
-        if CONTIGUOUS_FILTERS_BYTES < 36 * w.shape[0] * w.shape[1] * w.itemsize <= FILTER_BYTES:
+        if 36 * w.shape[0] * w.shape[1] * w.itemsize <= FILTER_BYTES:
             # the transform of w^T is U^T in rows; the backward transforms w for U (36, K, C) itself
             U_T = self.scratch("U_T", (36, channels, out_channels), w.dtype)
             winograd.filter_transform(np.ascontiguousarray(w.transpose(1, 0, 2, 3)), U_T)
         else:
-            U_T = self._filters(w).transpose(0, 2, 1)  # (36, C, K)
-        if U_T.nbytes <= CONTIGUOUS_FILTERS_BYTES:
-            rows_first = self.scratch("U_T", U_T.shape, U_T.dtype)
-            rows_first[...] = U_T
-            U_T = rows_first
+            U_T = self._filters(w).transpose(0, 2, 1)  # (36, C, K), a view
         y = np.empty((n_images, out_channels, height, width), x.dtype)
 
         def work(worker, images):
