@@ -131,10 +131,11 @@ def batchnorm_input_grad(dy, x, mean, inv_std, gamma, scale, shift, relu, mean_d
 
 
 def batchnorm_input_grad_numpy(dy, x, mean, inv_std, gamma, scale, shift, relu, mean_dy, mean_dy_xhat, dx, first, stop):
-    c = slice(first, stop)
-    g = passed_numpy(dy[:, c], x[:, c], scale[c, None, None], shift[c, None, None], relu)
-    x_hat = (x[:, c] - mean[c, None, None]) * inv_std[c, None, None]
-    dx[:, c] = (gamma[c] * inv_std[c])[:, None, None] * (g - mean_dy[c, None, None] - x_hat * mean_dy_xhat[c, None, None])
+    part = slice(first, stop)
+    g = passed_numpy(dy[:, part], x[:, part], scale[part, None, None], shift[part, None, None], relu)
+    x_hat = (x[:, part] - mean[part, None, None]) * inv_std[part, None, None]
+    factor = (gamma[part] * inv_std[part])[:, None, None]
+    dx[:, part] = factor * (g - mean_dy[part, None, None] - x_hat * mean_dy_xhat[part, None, None])
 
 
 TWINS = [
