@@ -119,7 +119,9 @@ class Network:
         self.sparse = mode
         self.sparse_update = sparse.compress(self, mode)
         self.sparse_leaves = [leaf for _, leaf in self.leaves if getattr(leaf, "sparse", None) is not None]
+        self.sparse_stack = sparse.stack(self)  # the whole pass as one kernel call, where it can be
         self.sparse_pass = bool(self.sparse_leaves)  # until a pass decides (``forward``)
+        self.stack_pass = False
 
     @property
     def skipping(self):
@@ -162,6 +164,11 @@ class Network:
         # above the evaluation threshold is the dense product, on the dense network's cores
         samples = x.shape[0]
         self.sparse_pass = any(leaf.sparse.runs_kernels(samples, train) for leaf in self.sparse_leaves)
+        self.stack_pass = self.sparse_stack is not None and self.sparse_stack.runs_kernels(samples, train)
+        if self.stack_pass:
+            self.input_layer.skipping = False
+            with self.cores():
+                return self.sparse_stack.forward(x)
         if self.input_layer is not None:
             self.input_layer.skips_zeros(x, train)
         # OpenBLAS is held to one thread on Numba's: where two or more of Numba's share the pass,
@@ -181,6 +188,9 @@ class Network:
         for: it is the largest product of Lenet's backward pass and nothing uses it.
         """
         dy = dlogits
+        if self.stack_pass:
+            with self.cores():
+                return self.sparse_stack.backward(dlogits, input_grad)
         with self.cores():
             for index in range(len(self.layers) - 1, -1, -1):
                 if index < self.first_trainable and not input_grad:

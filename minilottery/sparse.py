@@ -30,7 +30,8 @@ import numpy as np
 from . import calibration
 from .kernels import aligned_zeros
 from .kernels import sparse as kernels
-from .layers import Dense
+from .kernels import sparse_stack
+from .layers import Dense, Flatten, ReLU
 
 MODES = ("auto", "on", "off")
 
@@ -110,6 +111,74 @@ class SparseDense:
         return dx if need_dx else None
 
 
+class SparseStack:
+    """A network that is Dense layers with ReLU between them (Lenet), every one a SparseDense,
+    run as one kernel call a pass (kernels/sparse_stack.py) instead of one or two a layer.
+
+    Its activations stay in the layers' own tiles (``SparseDense.tiles``) from the input to
+    the logits and back, and it fills the same gradients as the layers would.
+    """
+
+    def __init__(self, layers):
+        self.layers = layers                                  # the SparseDense of each Dense, in order
+        self.weights = tuple(layer.weight for layer in layers)
+        self.biases = tuple(layer.layer.params["bias"] for layer in layers)
+        self.weight_grads = tuple(layer.weight_grad for layer in layers)
+        self.bias_grads = tuple(layer.layer.grads["bias"] for layer in layers)
+        self.by_column = tuple(tuple(getattr(layer, name) for layer in layers)
+                               for name in ("col_start", "col_rows", "col_pos"))
+        self.by_row = tuple(tuple(getattr(layer, name) for layer in layers)
+                            for name in ("row_start", "row_cols", "row_pos"))
+        self.scratch = {}  # batch size -> (tiles, grad_tiles): each layer's (xt, dyt)
+
+    def runs_kernels(self, samples, train):
+        """Whether a pass of ``samples`` runs here: when every layer would run its kernels."""
+        return all(layer.runs_kernels(samples, train) for layer in self.layers)
+
+    def tiles(self, samples):
+        if samples not in self.scratch:
+            xt, dyt = zip(*(layer.tiles(samples) for layer in self.layers))
+            self.scratch[samples] = (tuple(xt), tuple(dyt))
+        return self.scratch[samples]
+
+    def forward(self, x):
+        """Logits (N, classes) of x (N, ...)."""
+        samples = x.shape[0]
+        tiles, _ = self.tiles(samples)
+        logits = np.empty((samples, self.layers[-1].outputs), x.dtype)
+        sparse_stack.stack_forward(x.reshape(samples, -1), self.weights, self.biases, *self.by_column, tiles,
+                                       logits)
+        self.input_shape = x.shape
+        return logits
+
+    def backward(self, dlogits, input_grad=False):
+        """Fill every layer's gradients; return dL/dx (the shape of x) if ``input_grad``, else None."""
+        samples = dlogits.shape[0]
+        tiles, grad_tiles = self.tiles(samples)
+        first = self.layers[0]
+        dx = np.empty((samples, first.inputs), dlogits.dtype) if input_grad else first.no_dx
+        sparse_stack.stack_backward(dlogits, self.weights, self.weight_grads, self.bias_grads, *self.by_row, tiles,
+                                    grad_tiles, dx)
+        return dx.reshape(self.input_shape) if input_grad else None
+
+
+def stackable(net):
+    """Whether ``net`` is Dense layers with ReLU between them, after an optional Flatten:
+    what ``SparseStack`` runs."""
+    kinds = [type(layer) for _, layer in net.layers]
+    if kinds and kinds[0] is Flatten:
+        kinds = kinds[1:]
+    return len(kinds) % 2 == 1 and all(kind is (Dense if index % 2 == 0 else ReLU) for index, kind in enumerate(kinds))
+
+
+def stack(net):
+    """A SparseStack for ``net`` when it is stackable and every Dense layer is sparse, else None."""
+    dense = [leaf for _, leaf in net.leaves if isinstance(leaf, Dense)]
+    if not (stackable(net) and dense and all(leaf.sparse is not None for leaf in dense)):
+        return None
+    return SparseStack([leaf.sparse for leaf in dense])
+
+
 class SparseUpdate:
     """What the optimizer walks when some layers are sparse: the dense spans of the flat
     buffers, masked as usual, and the flat positions of the sparse layers' kept weights."""
@@ -149,15 +218,19 @@ def compress(net, mode):
     # Lenet's passes already run under net.sparse_cores(); a Winograd network's run under its
     # pool's, so there each sparse kernel enters net.sparse_cores() itself
     cores = net.sparse_cores if net.pool_threads else contextlib.nullcontext
-    for leaf_name, leaf in net.leaves:
-        if not isinstance(leaf, Dense):
-            continue
+    dense = [(leaf_name, leaf) for leaf_name, leaf in net.leaves if isinstance(leaf, Dense)]
+    # A stack whose first layer trains sparse trains all its layers sparse, so that it runs as a
+    # SparseStack: the later ones are small (Lenet's fc2 and fc3 hold 12% of its weights), and
+    # under the paper's rates the output layer, pruned at half the rate, stays above the threshold
+    whole_stack = (stackable(net) and bool(dense)
+                   and use_sparse(mode, float(net.masks[f"{dense[0][0]}.weight"].mean()), train_threshold))
+    for leaf_name, leaf in dense:
         name = f"{leaf_name}.weight"
         mask = net.masks[name]
         density = float(mask.mean())
         blas_evaluation = mode == "auto" and density >= evaluation_threshold
         leaf.sparse = (SparseDense(leaf, mask, blas_evaluation, cores)
-                       if use_sparse(mode, density, train_threshold) else None)
+                       if whole_stack or use_sparse(mode, density, train_threshold) else None)
         if leaf.sparse is not None and density < OPTIMIZER_DENSITY_THRESHOLD:
             span = net.slices[name]
             dense_spans.append((cursor, span.start))

@@ -95,7 +95,8 @@ def test_sparse_and_dense_are_timed_in_turn_and_the_fastest_kept(monkeypatch):
     """The machine's speed moves from second to second: each mode is timed beside the other."""
     modes, timings = [], iter([9, 9, 9, 9, 5, 6, 7, 8, 9, 9, 9, 9] * 2)  # (train, evaluation), sparse then dense
     monkeypatch.setattr(nets.Network, "set_sparse", lambda net, mode: modes.append(mode) or setattr(net, "sparse", mode)
-                        or setattr(net, "sparse_leaves", []) or setattr(net, "sparse_update", None))
+                        or setattr(net, "sparse_leaves", []) or setattr(net, "sparse_update", None)
+                        or setattr(net, "sparse_stack", None))
     monkeypatch.setattr(calibration, "seconds_per_call", lambda work, calls: float(next(timings)))
     measured = calibration.calibrate(grid=(0.1, 0.2), steps=1, repeats=3)
     assert modes[-6:] == ["on", "off"] * 3

@@ -14,6 +14,7 @@ import cli
 from minilottery import bench, calibration, gradcheck, hparams, nets, optim, sparse, threads, train
 from minilottery.kernels import CACHE_LINE, FLUSH_BELOW, aligned_zeros, one_numba_thread, single_threaded, spin_count
 from minilottery.kernels import sparse as kernels
+from minilottery.kernels import sparse_stack
 from minilottery.layers import Dense
 from twins import assert_twins_agree, run_without_jit
 
@@ -71,6 +72,41 @@ def test_kernel_matches_numpy_twin(fast, reference, dtype):
     assert_twins_agree(fast, reference, lambda: kernel_arguments(name, np.random.default_rng(0), dtype), tolerance, run=single_threaded)
 
 
+def stack_arguments(name, rng, dtype, want_dx):
+    """A stack of three sparse layers, 13 -> 11 -> 7 -> 5, on 70 samples (two tiles), whose
+    first inputs are 0 for every sample of the first tile (inputs the first layer skips)."""
+    samples, sizes = 70, (13, 11, 7, 5)
+    layers = [masked_dense(rng, inputs, outputs, 0.4, dtype) for inputs, outputs in zip(sizes, sizes[1:])]
+    structures = [sparse.SparseDense(layer, mask) for layer, mask in layers]
+    tiles = tuple(np.zeros((2, inputs, kernels.TILE), dtype) for inputs in sizes[:-1])
+    grad_tiles = tuple(np.zeros((2, outputs, kernels.TILE), dtype) for outputs in sizes[1:])
+    x = rng.standard_normal((samples, sizes[0])).astype(dtype)
+    x[:kernels.TILE, :3] = 0
+    weights = tuple(s.weight for s in structures)
+    if name == "stack_forward":
+        biases = tuple(layer.params["bias"] for layer, _ in layers)
+        by_column = [tuple(getattr(s, key) for s in structures) for key in ("col_start", "col_rows", "col_pos")]
+        return [x, weights, biases, *by_column, tiles, np.zeros((samples, sizes[-1]), dtype)]
+    h = x
+    for (layer, _), t in zip(layers, tiles):                 # the tiles a forward pass leaves
+        kernels.transpose_into_tiles_numpy(h, t)
+        h = np.maximum(h @ layer.params["weight"] + layer.params["bias"], 0)
+    by_row = [tuple(getattr(s, key) for s in structures) for key in ("row_start", "row_cols", "row_pos")]
+    return [rng.standard_normal((samples, sizes[-1])).astype(dtype), weights, tuple(np.zeros_like(w) for w in weights),
+            tuple(np.zeros(outputs, dtype) for outputs in sizes[1:]), *by_row, tiles, grad_tiles,
+            np.zeros((samples if want_dx else 0, sizes[0]), dtype)]
+
+
+@pytest.mark.parametrize("want_dx", [True, False], ids=["dx", "no dx"])
+@pytest.mark.parametrize("dtype", [np.dtype(np.float32), np.dtype(np.float64)])
+@pytest.mark.parametrize("fast, reference", sparse_stack.TWINS, ids=[k.__name__ for k, _ in sparse_stack.TWINS])
+def test_stack_kernel_matches_numpy_twin(fast, reference, dtype, want_dx):
+    name = reference.__name__.removesuffix("_numpy")
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    assert_twins_agree(fast, reference, lambda: stack_arguments(name, np.random.default_rng(0), dtype, want_dx),
+                       tolerance)
+
+
 def test_sparse_kernels_leave_pruned_entries_alone(rng):
     """The optimizer never writes a position outside the spans and the kept list."""
     args = kernel_arguments("adam_update_kept", rng, np.dtype(np.float32))
@@ -116,26 +152,36 @@ def test_the_tiles_start_on_a_cache_line(rng):
         assert xt.ctypes.data % CACHE_LINE == 0 and dyt.ctypes.data % CACHE_LINE == 0
 
 
-def test_sparse_lenet_passes_the_gradient_check(rng):
+def sparse_lenet(stack):
+    """A float64 Lenet with every layer sparse, run as one SparseStack or layer by layer."""
     net = nets.build("lenet", seed=3, dtype=np.float64, sparse="on")
     net.set_mask(bench.random_mask(net, 0.3, seed=1))
     assert all(leaf.sparse is not None for _, leaf in net.leaves if isinstance(leaf, Dense))
+    assert net.sparse_stack is not None
+    if not stack:
+        net.sparse_stack = None
+    return net
+
+
+@pytest.mark.parametrize("stack", [True, False], ids=["stack", "layer by layer"])
+def test_sparse_lenet_passes_the_gradient_check(rng, stack):
+    net = sparse_lenet(stack)
     net.flat_params[net.slices["fc2.bias"]] = rng.standard_normal(100) * 0.1
     gradcheck.check_network(net, rng.random((3, 1, 28, 28)), rng.integers(0, 10, 3))
 
 
-def test_a_wrong_sparse_gradient_fails_the_check(rng, monkeypatch):
-    net = nets.build("lenet", seed=3, dtype=np.float64, sparse="on")
-    net.set_mask(bench.random_mask(net, 0.3, seed=1))
-    layer = dict(net.layers)["fc2"].sparse
-    backward = layer.backward
+@pytest.mark.parametrize("stack", [True, False], ids=["stack", "layer by layer"])
+def test_a_wrong_sparse_gradient_fails_the_check(rng, monkeypatch, stack):
+    net = sparse_lenet(stack)
+    owner = net.sparse_stack if stack else dict(net.layers)["fc2"].sparse
+    backward = owner.backward
 
-    def wrong(dy, need_dx=True):
-        dx = backward(dy, need_dx)
-        layer.layer.grads["weight"] += 1e-3 * net.masks["fc2.weight"]   # an error at every kept dW
+    def wrong(*args):
+        dx = backward(*args)
+        net.grads["fc2.weight"][...] += 1e-3 * net.masks["fc2.weight"]   # an error at every kept dW
         return dx
 
-    monkeypatch.setattr(layer, "backward", wrong)
+    monkeypatch.setattr(owner, "backward", wrong)
     with pytest.raises(AssertionError, match="gradient of fc2.weight"):
         gradcheck.check_network(net, rng.random((3, 1, 28, 28)), rng.integers(0, 10, 3))
 
@@ -145,14 +191,20 @@ def test_auto_picks_sparse_below_the_threshold_and_set_mask_rebuilds():
     assert net.sparse_update is None                      # dense network: dense path
     train_threshold, evaluation_threshold, _ = calibration.thresholds()  # fixed in conftest.py
     mask = bench.random_mask(net, evaluation_threshold / 2)
-    mask["fc3.weight"][...] = 1                           # one layer above the threshold
+    mask["fc1.weight"][...] = 1                           # one layer above the threshold
     net.set_mask(mask)
     layers = dict(net.layers)
-    assert layers["fc1"].sparse is not None and layers["fc2"].sparse is not None
-    assert layers["fc3"].sparse is None
-    fc3 = net.slices["fc3.weight"]
-    assert any(start <= fc3.start and fc3.stop <= stop for start, stop in net.sparse_update.spans)
-    assert not layers["fc1"].sparse.blas_evaluation
+    assert layers["fc2"].sparse is not None and layers["fc3"].sparse is not None
+    assert layers["fc1"].sparse is None and net.sparse_stack is None
+    fc1 = net.slices["fc1.weight"]
+    assert any(start <= fc1.start and fc1.stop <= stop for start, stop in net.sparse_update.spans)
+    assert not layers["fc2"].sparse.blas_evaluation
+    # with the first layer below the threshold, the whole stack trains sparse, as one SparseStack
+    mask = bench.random_mask(net, evaluation_threshold / 2)
+    mask["fc3.weight"][...] = 1
+    net.set_mask(mask)
+    assert all(layers[name].sparse is not None for name in ("fc1", "fc2", "fc3")) and net.sparse_stack is not None
+    assert layers["fc3"].sparse.blas_evaluation and not layers["fc1"].sparse.blas_evaluation
     between = (evaluation_threshold + train_threshold) / 2
     net.set_mask(bench.random_mask(net, between))
     assert layers["fc1"].sparse is not None and layers["fc1"].sparse.blas_evaluation

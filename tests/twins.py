@@ -12,17 +12,29 @@ def assert_twins_agree(fast, reference, make_arguments, tolerance, run=None):
     ``tolerance`` and return values must match. ``make_arguments()`` builds fresh
     arguments (deterministically); ``run(kernel, *args)`` calls the fast kernel."""
     args_fast = make_arguments()
-    args_reference = [a.copy() if isinstance(a, np.ndarray) else a for a in args_fast]
+    args_reference = [copy(a) for a in args_fast]
     out_fast = run(fast, *args_fast) if run else fast(*args_fast)
     out_reference = reference(*args_reference)
     if out_reference is not None:
         np.testing.assert_allclose(out_fast, out_reference, rtol=tolerance)
     changed = 0
-    for a, b, before in zip(args_fast, args_reference, make_arguments()):
+    for a, b, before in zip(flat(args_fast), flat(args_reference), flat(make_arguments())):
         if isinstance(a, np.ndarray):
             np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance)
             changed += not np.array_equal(a, before)
     assert changed or out_reference is not None, "the kernel had no visible effect"
+
+
+def copy(argument):
+    """A copy of an array, or of a tuple of arrays (one per layer of a stack); else the value."""
+    if isinstance(argument, tuple):
+        return tuple(copy(a) for a in argument)
+    return argument.copy() if isinstance(argument, np.ndarray) else argument
+
+
+def flat(arguments):
+    """The arguments with tuples opened up, in order."""
+    return [a for argument in arguments for a in (flat(argument) if isinstance(argument, tuple) else [argument])]
 
 
 def run_without_jit(code, timeout=120):
