@@ -217,6 +217,23 @@ def test_auto_picks_sparse_below_the_threshold_and_set_mask_rebuilds():
         net.set_sparse("sometimes")
 
 
+def test_short_spans_are_walked_as_kept_positions():
+    """The biases between sparse layers are walked with the kept weights, not as spans of their
+    own (each span is a parallel region of the optimizer); a long dense span stays a span."""
+    net = nets.build("lenet", seed=0, sparse="on")
+    net.set_mask(bench.random_mask(net, 0.05))
+    update = net.sparse_update
+    assert update.spans.size == 0
+    biases = np.concatenate([np.arange(net.slices[name].start, net.slices[name].stop)
+                             for name in ("fc1.bias", "fc2.bias", "fc3.bias")])
+    assert np.isin(biases, update.kept).all() and np.all(np.diff(update.kept) > 0)
+    assert np.array_equal(update.kept, np.flatnonzero(net.flat_mask))
+    mask = bench.random_mask(net, 0.05)
+    mask["fc2.weight"][...] = 1                           # fc2 above the optimizer's threshold: one span,
+    net.set_mask(mask)                                    # from fc1's bias to fc2's
+    assert net.sparse_update.spans.tolist() == [[net.slices["fc1.bias"].start, net.slices["fc2.bias"].stop]]
+
+
 def test_an_evaluation_above_the_threshold_is_the_dense_networks_pass(rng):
     """Between the two thresholds a layer trains sparse but evaluates by the dense product: that
     pass runs as the dense network's would, on its cores and skipping the image's zeros, with
