@@ -15,6 +15,10 @@ From then on a training step touches only K:
                 dW[i, j] = sum_n x[n, i] dy[n, j]   only for (i, j) in K (sampled product)
     optimizer   Adam / momentum walk only the flat positions of K (``SparseUpdate``)
 
+A network made of Dense layers with ReLU between them (Lenet) whose layers are all sparse
+runs each pass as one kernel call instead (``SparseStack``): the same sums up to float
+rounding, without a dispatch and a parallel region per layer.
+
 W and dW are not copied: the kernels (kernels/sparse.py) read and write them where
 they live, in the network's flat buffers, so ``net.params`` is always exact (pruned
 entries 0, kept entries the trained values) and anyone may write to it between
@@ -147,8 +151,7 @@ class SparseStack:
         samples = x.shape[0]
         tiles, _ = self.tiles(samples)
         logits = np.empty((samples, self.layers[-1].outputs), x.dtype)
-        sparse_stack.stack_forward(x.reshape(samples, -1), self.weights, self.biases, *self.by_column, tiles,
-                                       logits)
+        sparse_stack.stack_forward(x.reshape(samples, -1), self.weights, self.biases, *self.by_column, tiles, logits)
         self.input_shape = x.shape
         return logits
 

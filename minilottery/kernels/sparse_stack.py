@@ -38,7 +38,8 @@ def stack_forward(x, weights, biases, col_starts, col_rows, col_pos, tiles, logi
     zero = x.dtype.type(0)
     transpose_into_tiles(x, tiles[0])
     for layer in range(layers):
-        w, b, starts, rows, positions = weights[layer], biases[layer], col_starts[layer], col_rows[layer], col_pos[layer]
+        w, b = weights[layer], biases[layer]
+        starts, rows, positions = col_starts[layer], col_rows[layer], col_pos[layer]
         inputs = tiles[layer]
         outputs = b.size
         last = layer == layers - 1
