@@ -217,6 +217,17 @@ def test_auto_picks_sparse_below_the_threshold_and_set_mask_rebuilds():
         net.set_sparse("sometimes")
 
 
+def test_a_diverged_weight_reaches_the_stacks_logits(rng):
+    """ReLU in the stack keeps a NaN (as np.maximum does), so a diverging run still shows it in
+    its loss, the trainer's one-line report, and not as quiet zeros."""
+    net = nets.build("lenet", seed=0, sparse="on")
+    net.set_mask(bench.random_mask(net, 0.3))
+    assert net.sparse_stack is not None
+    net.params["fc2.weight"][np.flatnonzero(net.masks["fc2.weight"].any(axis=1))[0], :] = np.nan
+    logits = net.forward(rng.random((60, 1, 28, 28)).astype(np.float32), train=True)
+    assert net.stack_pass and np.isnan(logits).any()
+
+
 def test_short_spans_are_walked_as_kept_positions():
     """The biases between sparse layers are walked with the kept weights, not as spans of their
     own (each span is a parallel region of the optimizer); a long dense span stays a span."""
