@@ -11,8 +11,9 @@ Public contract: ``build(name, seed=...)`` returns a network with
 ``params`` and ``grads`` share keys like ``"fc1.weight"``; ``masks`` holds a 0/1
 array for every prunable weight. Dense weights are (in_features, out_features).
 With ``sparse`` ("auto", the default, "on" or "off"; see sparse.py) Dense layers of a
-sparse enough mask train at their kept weights only: ``params`` stay exact, and
-``grads`` of such a layer hold dL/dW at kept positions and 0 at pruned ones.
+sparse enough mask train at their kept weights only (Lenet's all of them, in one kernel call
+a pass, once its first layer is sparse enough): ``params`` stay exact, and ``grads`` of such
+a layer hold dL/dW at kept positions and 0 at pruned ones.
 
 Lenet (LeCun et al. 1998, the paper's "Lenet-300-100"): 784-300-100-10, ReLU.
 """
@@ -122,6 +123,7 @@ class Network:
         self.sparse_stack = sparse.stack(self)  # the whole pass as one kernel call, where it can be
         self.sparse_pass = bool(self.sparse_leaves)  # until a pass decides (``forward``)
         self.stack_pass = False
+        self.forward_done = False  # the layers' caches belong to the index just replaced
 
     @property
     def skipping(self):
@@ -165,8 +167,9 @@ class Network:
         samples = x.shape[0]
         self.sparse_pass = any(leaf.sparse.runs_kernels(samples, train) for leaf in self.sparse_leaves)
         self.stack_pass = self.sparse_stack is not None and self.sparse_stack.runs_kernels(samples, train)
+        self.forward_done = True
         if self.stack_pass:
-            self.input_layer.skipping = False
+            self.input_layer.skipping = False  # so that ``skipping`` and ``numba_passes`` describe this pass
             with self.cores():
                 return self.sparse_stack.forward(x)
         if self.input_layer is not None:
@@ -187,10 +190,13 @@ class Network:
         The product for dL/dx of the first trainable layer is skipped unless asked
         for: it is the largest product of Lenet's backward pass and nothing uses it.
         """
-        dy = dlogits
+        if not self.forward_done:
+            raise RuntimeError("backward needs a forward pass after the mask or the sparse mode changed "
+                               "(set_mask, set_sparse, load_state): run forward again first")
         if self.stack_pass:
             with self.cores():
                 return self.sparse_stack.backward(dlogits, input_grad)
+        dy = dlogits
         with self.cores():
             for index in range(len(self.layers) - 1, -1, -1):
                 if index < self.first_trainable and not input_grad:

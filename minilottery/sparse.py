@@ -6,7 +6,8 @@ as a dense W times a mask m, a ticket at Pm = 5% costs as much as the dense netw
 
 Within an IMP round m is fixed. So once per mask (``Network.set_mask``) every Dense
 layer below the training threshold (under ``sparse="auto"``; the threshold is measured on
-the machine by calibration.py) or every layer (under "on") gets a ``SparseDense``: the
+the machine by calibration.py; in Lenet, every layer once its first is below it) or every
+layer (under "on") gets a ``SparseDense``: the
 positions of its kept weights K = {(i, j) : m[i, j] = 1}, indexed by column and by row.
 From then on a training step touches only K:
 
@@ -16,8 +17,8 @@ From then on a training step touches only K:
     optimizer   Adam / momentum walk only the flat positions of K (``SparseUpdate``)
 
 A network made of Dense layers with ReLU between them (Lenet) whose layers are all sparse
-runs each pass as one kernel call instead (``SparseStack``): the same sums up to float
-rounding, without a dispatch and a parallel region per layer.
+runs each training pass as one kernel call instead (``SparseStack``): the same sums up to
+float rounding, without a call per layer and the ReLU layers' own passes.
 
 W and dW are not copied: the kernels (kernels/sparse.py) read and write them where
 they live, in the network's flat buffers, so ``net.params`` is always exact (pruned
@@ -40,7 +41,8 @@ from .layers import Dense, Flatten, ReLU
 MODES = ("auto", "on", "off")
 
 # A Dense layer is trained sparse under "auto" when its density (kept / all weights) is
-# below the training threshold; evaluation batches (train=False, more than one tile) use
+# below the training threshold, or when it belongs to a stack whose first layer is
+# (``compress``); evaluation batches (train=False, more than one tile) use
 # the sparse kernel only below the evaluation threshold and otherwise BLAS on the masked
 # W (exactly 0 at pruned entries: the same numbers). Both are measured on the machine
 # by calibration.py, once, and cached: where BLAS and these kernels break even depends
@@ -121,7 +123,9 @@ class SparseStack:
     run as one kernel call a pass (kernels/sparse_stack.py) instead of one or two a layer.
 
     Its activations stay in the layers' own tiles (``SparseDense.tiles``) from the input to
-    the logits and back, and it fills the same gradients as the layers would.
+    the logits and back, and it fills the same gradients as the layers would. It does not
+    fill the layers' own caches (``ReLU.y``, ``Flatten.shape``): a backward pass follows the
+    forward pass that went the same way (``Network.backward``).
     """
 
     def __init__(self, layers):
@@ -135,6 +139,7 @@ class SparseStack:
         self.by_row = tuple(tuple(getattr(layer, name) for layer in layers)
                             for name in ("row_start", "row_cols", "row_pos"))
         self.scratch = {}  # batch size -> (tiles, grad_tiles): each layer's (xt, dyt)
+        self.input_shape = None  # of the last forward's x, for the dL/dx the backward returns
 
     def runs_kernels(self, samples, train):
         """Whether a pass of ``samples`` runs here: when every layer would run its kernels."""
@@ -177,10 +182,10 @@ def stackable(net):
 
 def stack(net):
     """A SparseStack for ``net`` when it is stackable and every Dense layer is sparse, else None."""
-    dense = [leaf for _, leaf in net.leaves if isinstance(leaf, Dense)]
-    if not (stackable(net) and dense and all(leaf.sparse is not None for leaf in dense)):
+    fully_connected = [leaf for _, leaf in net.leaves if isinstance(leaf, Dense)]
+    if not (stackable(net) and fully_connected and all(leaf.sparse is not None for leaf in fully_connected)):
         return None
-    return SparseStack([leaf.sparse for leaf in dense])
+    return SparseStack([leaf.sparse for leaf in fully_connected])
 
 
 class SparseUpdate:
@@ -222,13 +227,13 @@ def compress(net, mode):
     # Lenet's passes already run under net.sparse_cores(); a Winograd network's run under its
     # pool's, so there each sparse kernel enters net.sparse_cores() itself
     cores = net.sparse_cores if net.pool_threads else contextlib.nullcontext
-    dense = [(leaf_name, leaf) for leaf_name, leaf in net.leaves if isinstance(leaf, Dense)]
+    fully_connected = [(leaf_name, leaf) for leaf_name, leaf in net.leaves if isinstance(leaf, Dense)]
     # A stack whose first layer trains sparse trains all its layers sparse, so that it runs as a
     # SparseStack: the later ones are small (Lenet's fc2 and fc3 hold 12% of its weights), and
     # under the paper's rates the output layer, pruned at half the rate, stays above the threshold
-    whole_stack = (stackable(net) and bool(dense)
-                   and use_sparse(mode, float(net.masks[f"{dense[0][0]}.weight"].mean()), train_threshold))
-    for leaf_name, leaf in dense:
+    whole_stack = (stackable(net) and bool(fully_connected)
+                   and use_sparse(mode, float(net.masks[f"{fully_connected[0][0]}.weight"].mean()), train_threshold))
+    for leaf_name, leaf in fully_connected:
         name = f"{leaf_name}.weight"
         mask = net.masks[name]
         density = float(mask.mean())
@@ -243,8 +248,10 @@ def compress(net, mode):
     if not kept:
         return None  # the optimizer's dense masked pass over everything
     dense_spans.append((cursor, net.flat_params.size))
-    # a short span (the biases between sparse layers) is walked as kept positions: as a pass of
-    # its own it would cost a parallel region, a few microseconds, where ~3 ns a position is less
+    # a short span (the biases between sparse layers; a small layer above the optimizer's
+    # threshold, such as Lenet's fc3 under the paper's rates) is walked as kept positions: as a
+    # pass of its own it would cost a parallel region, a few microseconds, where ~3 ns a position
+    # is less
     short = [(start, stop) for start, stop in dense_spans if stop - start < SHORT_SPAN]
     kept += [start + np.flatnonzero(net.flat_mask[start:stop]) for start, stop in short]
     return SparseUpdate([s for s in dense_spans if s[1] - s[0] >= SHORT_SPAN], np.sort(np.concatenate(kept)))

@@ -74,7 +74,8 @@ def test_kernel_matches_numpy_twin(fast, reference, dtype):
 
 def stack_arguments(name, rng, dtype, want_dx):
     """A stack of three sparse layers, 13 -> 11 -> 7 -> 5, on 70 samples (two tiles), whose
-    first inputs are 0 for every sample of the first tile (inputs the first layer skips)."""
+    first inputs are 0 for every sample of the first tile and input 3 for every sample (inputs
+    the first layer skips). The gradients it writes start as last step's would: not zero."""
     samples, sizes = 70, (13, 11, 7, 5)
     layers = [masked_dense(rng, inputs, outputs, 0.4, dtype) for inputs, outputs in zip(sizes, sizes[1:])]
     structures = [sparse.SparseDense(layer, mask) for layer, mask in layers]
@@ -82,6 +83,7 @@ def stack_arguments(name, rng, dtype, want_dx):
     grad_tiles = tuple(np.zeros((2, outputs, kernels.TILE), dtype) for outputs in sizes[1:])
     x = rng.standard_normal((samples, sizes[0])).astype(dtype)
     x[:kernels.TILE, :3] = 0
+    x[:, 3] = 0
     weights = tuple(s.weight for s in structures)
     if name == "stack_forward":
         biases = tuple(layer.params["bias"] for layer, _ in layers)
@@ -92,8 +94,12 @@ def stack_arguments(name, rng, dtype, want_dx):
         kernels.transpose_into_tiles_numpy(h, t)
         h = np.maximum(h @ layer.params["weight"] + layer.params["bias"], 0)
     by_row = [tuple(getattr(s, key) for s in structures) for key in ("row_start", "row_cols", "row_pos")]
-    return [rng.standard_normal((samples, sizes[-1])).astype(dtype), weights, tuple(np.zeros_like(w) for w in weights),
-            tuple(np.zeros(outputs, dtype) for outputs in sizes[1:]), *by_row, tiles, grad_tiles,
+    for t in grad_tiles:                                    # last step's, 0 past the last sample
+        t[0] = rng.standard_normal(t[0].shape)
+        t[1, :, :samples - kernels.TILE] = rng.standard_normal((t.shape[1], samples - kernels.TILE))
+    return [rng.standard_normal((samples, sizes[-1])).astype(dtype), weights,
+            tuple(rng.standard_normal(w.shape).astype(dtype) for w in weights),
+            tuple(rng.standard_normal(outputs).astype(dtype) for outputs in sizes[1:]), *by_row, tiles, grad_tiles,
             np.zeros((samples if want_dx else 0, sizes[0]), dtype)]
 
 
@@ -168,6 +174,7 @@ def test_sparse_lenet_passes_the_gradient_check(rng, stack):
     net = sparse_lenet(stack)
     net.flat_params[net.slices["fc2.bias"]] = rng.standard_normal(100) * 0.1
     gradcheck.check_network(net, rng.random((3, 1, 28, 28)), rng.integers(0, 10, 3))
+    assert net.stack_pass == stack
 
 
 @pytest.mark.parametrize("stack", [True, False], ids=["stack", "layer by layer"])
@@ -217,13 +224,44 @@ def test_auto_picks_sparse_below_the_threshold_and_set_mask_rebuilds():
         net.set_sparse("sometimes")
 
 
+def test_the_stack_trains_as_the_layers_do(rng):
+    """Two training steps of a sparse Lenet as one stack and layer by layer: the same logits and
+    gradients, on a batch of three tiles (the last partial) of images with a background of
+    zeros (inputs the stack's first layer skips) and without dL/dx, as a Trainer runs them."""
+    from minilottery.losses import softmax_cross_entropy
+    stacked, layered = sparse_lenet(stack=True), sparse_lenet(stack=False)
+    for _ in range(2):   # each step's background elsewhere: a skipped row's dW must be zeroed
+        x = rng.random((130, 1, 28, 28)) * (rng.random((1, 1, 28, 28)) > 0.6)
+        labels = rng.integers(0, 10, 130)
+        results = []
+        for net in (stacked, layered):
+            logits = net.forward(x, train=True)
+            _, dlogits = softmax_cross_entropy(logits, labels)
+            assert net.backward(dlogits) is None
+            results.append((logits, net.flat_grads.copy()))
+            net.flat_params -= 0.01 * net.flat_grads
+        assert stacked.stack_pass and not layered.stack_pass
+        (logits_stack, grads_stack), (logits_layers, grads_layers) = results
+        np.testing.assert_allclose(logits_stack, logits_layers, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(grads_stack, grads_layers, rtol=1e-10, atol=1e-12)
+
+
+def test_backward_after_a_new_mask_asks_for_a_forward_pass(rng):
+    net = sparse_lenet(stack=True)
+    net.forward(rng.random((3, 1, 28, 28)), train=True)
+    net.set_mask(bench.random_mask(net, 0.2, seed=2))
+    with pytest.raises(RuntimeError, match="run forward again"):
+        net.backward(np.ones((3, 10)))
+
+
 def test_a_diverged_weight_reaches_the_stacks_logits(rng):
     """ReLU in the stack keeps a NaN (as np.maximum does), so a diverging run still shows it in
     its loss, the trainer's one-line report, and not as quiet zeros."""
     net = nets.build("lenet", seed=0, sparse="on")
     net.set_mask(bench.random_mask(net, 0.3))
     assert net.sparse_stack is not None
-    net.params["fc2.weight"][np.flatnonzero(net.masks["fc2.weight"].any(axis=1))[0], :] = np.nan
+    row = np.flatnonzero(net.masks["fc2.weight"].any(axis=1))[0]
+    net.params["fc2.weight"][row][net.masks["fc2.weight"][row] == 1] = np.nan   # kept entries only
     logits = net.forward(rng.random((60, 1, 28, 28)).astype(np.float32), train=True)
     assert net.stack_pass and np.isnan(logits).any()
 

@@ -1,10 +1,12 @@
 """A stack of sparse Dense layers with ReLU between them, one kernel call per pass.
 
-Lenet at Pm 5% trains ~13,000 weights. Layer by layer (kernels/sparse.py), a step made
+Lenet-300-100 (the paper's Figure 2) trained as a sparse ticket, the limitation the paper
+ends on. At Pm 5% it trains ~13,000 weights. Layer by layer (kernels/sparse.py), a step made
 six kernel calls and four ReLU passes, each a few microseconds of dispatch and a parallel
 region around a loop of a few microseconds more: fc2 and fc3 took 22 and 14 us a step
-for 1,500 and 60 kept weights. Here a whole forward pass is one call and a whole
-backward pass another, and the activations stay in the tile layout of kernels/sparse.py
+for 1,500 and 60 kept weights (a random mask at 5%). Here a whole forward pass is one call
+and a whole backward pass another, with one parallel loop per layer, and the activations
+stay in the tile layout of kernels/sparse.py
 from the input to the logits and back (batch in the vector dimension:
 ``tiles[l][tile, i, t]`` is input i of layer l for sample tile * TILE + t, 0 past the last
 sample), so nothing is transposed between layers.
@@ -59,10 +61,14 @@ def stack_forward(x, weights, biases, col_starts, col_rows, col_pos, tiles, logi
             if last:
                 for t in range(count):
                     logits[first + t, j] = acc[t] + b[j]
-            else:                                              # the next layer's input, after ReLU
-                outputs_tile = tiles[layer + 1][tile, j]
+            else:
+                # the next layer's input, after ReLU (a NaN stays NaN, as in np.maximum, so that a
+                # diverging run shows in its loss); 0 past the last sample, where ReLU(b) would
+                # otherwise add samples that do not exist to the next layer's dW and db
+                next_input = tiles[layer + 1][tile, j]
                 for t in range(TILE):
-                    outputs_tile[t] = max(acc[t] + b[j], zero) if t < count else zero
+                    value = acc[t] + b[j]
+                    next_input[t] = (zero if value < 0 else value) if t < count else zero
 
 
 def stack_forward_numpy(x, weights, biases, col_starts, col_rows, col_pos, tiles, logits):
@@ -89,7 +95,7 @@ def stack_backward(dlogits, weights, weight_grads, bias_grads, row_starts, row_c
 
     Row i of dy_(l-1) is made whole by one iteration, which sums it for db_(l-1) too.
     dx = dL/dx (N, in) is written when it has rows; else the first layer skips dx and
-    every input that is 0 for a whole tile (a background pixel of all 60 images).
+    every input that is 0 for a whole tile (a background pixel in all of its 64 samples).
     """
     samples = dlogits.shape[0]
     layers = len(weights)
@@ -108,13 +114,15 @@ def stack_backward(dlogits, weights, weight_grads, bias_grads, row_starts, row_c
                                             row_pos[layer])
         h, dy = tiles[layer], grad_tiles[layer]
         first_layer = layer == 0
-        carry = want_dx or not first_layer                        # dy_(l-1) or dx is wanted
-        below = grad_tiles[layer - 1] if not first_layer else dy   # dy_(l-1), written here
+        need_input_grad = want_dx or not first_layer             # dy_(l-1), or dx, is wanted
+        # dy_(l-1) and db_(l-1), written here; the first layer has neither (its stand-ins, of the
+        # same types for Numba, are never written)
+        below = grad_tiles[layer - 1] if not first_layer else dy
         db_below = bias_grads[layer - 1] if not first_layer else bias_grads[layer]
         for i in prange(h.shape[1]):
             total = zero
             for tile in range(h.shape[0]):
-                active = carry
+                active = need_input_grad
                 for t in range(TILE):
                     active |= h[tile, i, t] != 0
                 if not active:                                # adds nothing to dW, and no dx is wanted
@@ -132,7 +140,7 @@ def stack_backward(dlogits, weights, weight_grads, bias_grads, row_starts, row_c
                     for t in range(TILE):
                         dot += h[tile, i, t] * dy[tile, j, t]
                     g[p] = dot if tile == 0 else g[p] + dot
-                    if carry:
+                    if need_input_grad:
                         weight = w[p]
                         for t in range(TILE):
                             acc[t] += weight * dy[tile, j, t]
@@ -155,7 +163,7 @@ def stack_backward_numpy(dlogits, weights, weight_grads, bias_grads, row_starts,
     samples = dlogits.shape[0]
     for layer in range(len(weights) - 1, -1, -1):
         inputs = tiles[layer].shape[1]
-        below = np.empty((samples, inputs), dy.dtype) if layer or dx.shape[0] else dx
+        below = np.empty((samples, inputs), dy.dtype) if layer > 0 or dx.shape[0] else dx
         sparse_backward_numpy(tiles[layer], dy, weights[layer], weight_grads[layer], bias_grads[layer],
                               row_starts[layer], row_cols[layer], row_pos[layer], grad_tiles[layer], below)
         if layer:
