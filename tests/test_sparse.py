@@ -325,15 +325,16 @@ def test_a_sparse_pass_on_all_threads_holds_openblas_to_one(rng, monkeypatch):
         real(previous)
 
 
-def test_sparse_layers_of_a_conv_net_stay_on_one_thread_beside_the_pool(monkeypatch):
-    """The pool has the cores in a Winograd network's passes: its sparse fc layers keep to one
-    Numba thread, as does their optimizer step, whether or not Numba's helpers spin."""
-    monkeypatch.setattr(nets, "helpers_spin", lambda: True)
+@pytest.mark.parametrize("spin", [True, False], ids=["helpers spin", "helpers sleep"])
+def test_sparse_layers_of_a_conv_net_share_numbas_threads_when_they_spin(monkeypatch, spin):
+    """A Winograd network's sparse fc layers, and their optimizer step, run between its pool's
+    passes on all of Numba's threads where those spin (as Lenet's do), else on one."""
+    monkeypatch.setattr(nets, "helpers_spin", lambda: spin)
     lenet, conv2 = nets.build("lenet", seed=0, sparse="on"), nets.build("conv2", seed=0, sparse="on")
-    assert conv2.pool_threads and isinstance(conv2.sparse_cores(), one_numba_thread)
-    assert not isinstance(lenet.sparse_cores(), one_numba_thread)
     fc = [leaf for _, leaf in conv2.leaves if isinstance(leaf, Dense)]
-    assert fc and all(isinstance(leaf.sparse.cores(), one_numba_thread) for leaf in fc)
+    assert conv2.pool_threads and fc
+    for cores in [conv2.sparse_cores(), lenet.sparse_cores()] + [leaf.sparse.cores() for leaf in fc]:
+        assert isinstance(cores, one_numba_thread) != spin
 
 
 @pytest.mark.parametrize("value, rounds", [("4000", 4000), ("0", 0), ("10k", 0), (None, 0)])
