@@ -119,3 +119,16 @@ def test_thresholds_for_another_core_count_are_measured_there_and_the_cores_give
     assert measuring == [own + 1] and calls == [own + 1, own] and threads.WORKERS == own
     calibration.thresholds_on(None)  # this process's own cores: no switching
     assert calls == [own + 1, own]
+
+
+def test_calibration_times_the_layers_one_at_a_time(monkeypatch):
+    """The threshold serves a conv net's Dense layers, which run one at a time: Lenet's stack,
+    cheaper, would set it too high for them."""
+    from minilottery import sparse
+
+    def stack_forward(*args):
+        raise AssertionError("the calibration timed the stack")
+
+    monkeypatch.setattr(sparse.SparseStack, "forward", stack_forward)
+    measured = calibration.calibrate(grid=(0.05, 0.3), steps=1, repeats=1)
+    assert len(measured["seconds"]["train sparse"]) == 2
