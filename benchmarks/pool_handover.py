@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from minilottery import hparams, losses, nets, optim, threads  # noqa: E402
+from minilottery import architectures, hparams, losses, nets, optim, threads  # noqa: E402
 
 POLLING = threads.SPIN_YIELDS
 
@@ -63,7 +63,7 @@ def main():
     hp = hparams.defaults(args.net)
     net = nets.build(args.net, seed=0)
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((hp.batch_size, *nets.CIFAR_SHAPE)).astype(np.float32)
+    x = rng.standard_normal((hp.batch_size, *architectures.CIFAR_SHAPE)).astype(np.float32)
     y = rng.integers(0, 10, hp.batch_size)
     optimizer = optim.make(hp.optimizer, net)
 
