@@ -20,7 +20,7 @@ A network made of Dense layers with ReLU between them (Lenet) whose layers are a
 runs each training pass as one kernel call instead (``SparseStack``): the same sums up to
 float rounding, without a call per layer and the ReLU layers' own passes.
 
-W and dW are not copied: the kernels (kernels/sparse.py) read and write them where
+W and dW are not copied: the kernels (kernels/sparse_stack.py) read and write them where
 they live, in the network's flat buffers, so ``net.params`` is always exact (pruned
 entries 0, kept entries the trained values) and anyone may write to it between
 steps. In sparse mode ``net.grads`` of a sparse layer holds dL/dW at kept positions
@@ -101,8 +101,9 @@ class SparseDense:
         self.x = None
         xt, _ = self.tiles(x.shape[0])                      # (tiles, in, TILE): x, kept for backward
         y = np.empty((x.shape[0], self.outputs), x.dtype)   # (N, out)
-        with self.cores():
-            kernels.sparse_forward(x, self.weight, bias, self.col_start, self.col_rows, self.col_pos, xt, y)
+        with self.cores():                                  # this layer as a stack of one
+            sparse_stack.stack_forward(x, (self.weight,), (bias,), (self.col_start,), (self.col_rows,),
+                                       (self.col_pos,), (xt,), y)
         return y
 
     def backward(self, dy, need_dx=True):
@@ -113,8 +114,8 @@ class SparseDense:
             kernels.transpose_into_tiles(self.x, xt)
         dx = np.empty((samples, self.inputs), dy.dtype) if need_dx else self.no_dx   # (N, in)
         with self.cores():
-            kernels.sparse_backward(xt, dy, self.weight, self.weight_grad, self.layer.grads["bias"],
-                                    self.row_start, self.row_cols, self.row_pos, dyt, dx)
+            sparse_stack.stack_backward(dy, (self.weight,), (self.weight_grad,), (self.layer.grads["bias"],),
+                                        (self.row_start,), (self.row_cols,), (self.row_pos,), (xt,), (dyt,), dx)
         return dx if need_dx else None
 
 

@@ -30,23 +30,11 @@ def masked_dense(rng, inputs, outputs, density, dtype):
 
 
 def kernel_arguments(name, rng, dtype):
-    samples, inputs, outputs = 70, 13, 9            # 70 samples: two tiles, the second partial
-    layer, mask = masked_dense(rng, inputs, outputs, 0.4, dtype)
-    structure = sparse.SparseDense(layer, mask)
+    samples, inputs = 70, 13                        # 70 samples: two tiles, the second partial
     tiles = kernels.tile_count(samples)
     x = rng.standard_normal((samples, inputs)).astype(dtype)
-    w = layer.params["weight"].reshape(-1)
     if name == "transpose_into_tiles":
         return [x, np.zeros((tiles, inputs, kernels.TILE), dtype)]
-    if name == "sparse_forward":
-        return [x, w, layer.params["bias"], structure.col_start, structure.col_rows, structure.col_pos,
-                np.zeros((tiles, inputs, kernels.TILE), dtype), np.zeros((samples, outputs), dtype)]
-    if name == "sparse_backward":
-        xt = np.zeros((tiles, inputs, kernels.TILE), dtype)
-        kernels.transpose_into_tiles_numpy(x, xt)
-        return [xt, rng.standard_normal((samples, outputs)).astype(dtype), w, np.zeros_like(w),
-                np.zeros(outputs, dtype), structure.row_start, structure.row_cols, structure.row_pos,
-                np.zeros((tiles, outputs, kernels.TILE), dtype), np.zeros((samples, inputs), dtype)]
     size = 400
     flat_mask = (rng.random(size) < 0.5).astype(dtype)
     flat_mask[300:] = 1                              # a bias-like span
@@ -72,11 +60,12 @@ def test_kernel_matches_numpy_twin(fast, reference, dtype):
     assert_twins_agree(fast, reference, lambda: kernel_arguments(name, np.random.default_rng(0), dtype), tolerance, run=single_threaded)
 
 
-def stack_arguments(name, rng, dtype, want_dx):
-    """A stack of three sparse layers, 13 -> 11 -> 7 -> 5, on 70 samples (two tiles), whose
+def stack_arguments(name, rng, dtype, want_dx, layers):
+    """A stack of ``layers`` sparse layers, 13 -> 11 -> 7 -> 5 (one: a SparseDense's, 13 -> 11),
+    on 70 samples (two tiles), whose
     first inputs are 0 for every sample of the first tile and input 3 for every sample (inputs
     the first layer skips). The gradients it writes start as last step's would: not zero."""
-    samples, sizes = 70, (13, 11, 7, 5)
+    samples, sizes = 70, (13, 11, 7, 5)[:layers + 1]
     layers = [masked_dense(rng, inputs, outputs, 0.4, dtype) for inputs, outputs in zip(sizes, sizes[1:])]
     structures = [sparse.SparseDense(layer, mask) for layer, mask in layers]
     tiles = tuple(np.zeros((2, inputs, kernels.TILE), dtype) for inputs in sizes[:-1])
@@ -103,14 +92,15 @@ def stack_arguments(name, rng, dtype, want_dx):
             np.zeros((samples if want_dx else 0, sizes[0]), dtype)]
 
 
+@pytest.mark.parametrize("layers", [3, 1], ids=["three layers", "one layer"])
 @pytest.mark.parametrize("want_dx", [True, False], ids=["dx", "no dx"])
 @pytest.mark.parametrize("dtype", [np.dtype(np.float32), np.dtype(np.float64)])
 @pytest.mark.parametrize("fast, reference", sparse_stack.TWINS, ids=[k.__name__ for k, _ in sparse_stack.TWINS])
-def test_stack_kernel_matches_numpy_twin(fast, reference, dtype, want_dx):
+def test_stack_kernel_matches_numpy_twin(fast, reference, dtype, want_dx, layers):
     name = reference.__name__.removesuffix("_numpy")
     tolerance = 1e-5 if dtype == np.float32 else 1e-12
-    assert_twins_agree(fast, reference, lambda: stack_arguments(name, np.random.default_rng(0), dtype, want_dx),
-                       tolerance)
+    assert_twins_agree(fast, reference,
+                       lambda: stack_arguments(name, np.random.default_rng(0), dtype, want_dx, layers), tolerance)
 
 
 def test_sparse_kernels_leave_pruned_entries_alone(rng):

@@ -1,12 +1,14 @@
-"""Sparse kernels: a Dense layer and its optimizer step that touch only the kept weights.
+"""Sparse kernels: the tile layout of a sparse Dense layer, and its optimizer step, which
+touches only the kept weights.
 
 Frankle & Carbin (2019) end on a limitation: a winning ticket is sparse, but it is
 trained as a dense W times a mask m, so a ticket at Pm = 5% costs as much to train as
 the dense network. Within an IMP round m does not change, so the positions of the
 kept weights can be indexed once and every step can walk only them. These kernels
 read and write W and its gradient *in place in the network's flat buffers*, at kept
-positions only: W is never copied and ``net.params`` stays exact. The readable
-layer that uses them is ``minilottery/sparse.py``.
+positions only: W is never copied and ``net.params`` stays exact. The layers' forward and
+backward passes are in ``kernels/sparse_stack.py`` (one layer is a stack of one); the
+readable layer that uses them is ``minilottery/sparse.py``.
 
 Layout. The batch is the vector dimension: activations are transposed into tiles of
 ``TILE`` samples, ``xt[tile, i, t] = x[tile * TILE + t, i]`` (zero past the last
@@ -31,7 +33,7 @@ NumPy twin ``<name>_numpy`` of the same signature and effect; ``TWINS`` lists th
 import numpy as np
 from numba import prange
 
-from . import BLOCK, jit, jit_parallel, register_block, transpose_block
+from . import BLOCK, jit, jit_parallel, transpose_block
 from .core import adam_element, adam_update, momentum_element, momentum_update
 
 TILE = 64  # samples per tile: four AVX-512 (eight AVX2) registers of float32
@@ -80,116 +82,6 @@ def transpose_into_tiles_numpy(x, xt):
     for tile in range(xt.shape[0]):
         block = x[tile * TILE:(tile + 1) * TILE]      # (count, F)
         xt[tile, :, :len(block)] = block.T
-
-
-# ----------------------------------------------------------------------------- forward
-
-@jit_parallel
-def sparse_forward(x, w, b, col_start, col_rows, col_pos, xt, y):
-    """y = x @ W + b, reading W only at its kept entries (CSC: one output column at a time).
-
-    x (N, in); w: W flattened (in * out,); b (out,); xt (tiles, in, TILE) is filled
-    with x transposed (backward reuses it); y (N, out) is written.
-
-        y[n, j] = b[j] + sum over kept (i, j) of x[n, i] W[i, j]
-    """
-    samples = x.shape[0]
-    tiles = xt.shape[0]
-    outputs = y.shape[1]
-    transpose_into_tiles(x, xt)
-    for q in prange(tiles * outputs):
-        tile = q // outputs
-        j = q - tile * outputs
-        acc = register_block(1, TILE, xt.dtype)[0]       # y[tile's samples, j], in registers
-        for t in range(TILE):
-            acc[t] = 0
-        for k in range(col_start[j], col_start[j + 1]):
-            weight = w[col_pos[k]]
-            i = col_rows[k]
-            for t in range(TILE):
-                acc[t] += weight * xt[tile, i, t]
-        first = tile * TILE
-        for t in range(min(TILE, samples - first)):
-            y[first + t, j] = acc[t] + b[j]
-
-
-def sparse_forward_numpy(x, w, b, col_start, col_rows, col_pos, xt, y):
-    transpose_into_tiles_numpy(x, xt)
-    dense = np.zeros_like(w)
-    dense[col_pos] = w[col_pos]
-    y[...] = x @ dense.reshape(x.shape[1], -1) + b
-
-
-# ----------------------------------------------------------------------------- backward
-
-@jit_parallel
-def sparse_backward(xt, dy, w, g, db, row_start, row_cols, row_pos, dyt, dx):
-    """Gradients of y = x @ W + b at the kept entries only (CSR: one input row at a time).
-
-        db[j]    = sum_n dy[n, j]
-        g[p]     = dW[i, j] = sum_n x[n, i] dy[n, j]     for kept (i, j), p = i * out + j
-        dx[n, i] = sum over kept (i, j) of dy[n, j] W[i, j]   (skipped if dx has no rows)
-
-    dW is a sampled dense-dense product: a dot product of two rows of 64 samples per
-    kept weight. xt (tiles, in, TILE) is the forward's transposed input; dyt
-    (tiles, out, TILE) is scratch, zero past the last sample; g: dW flattened, written
-    only at kept positions.
-    """
-    samples = dy.shape[0]
-    tiles, inputs, _ = xt.shape
-    outputs = dy.shape[1]
-    want_dx = dx.shape[0] > 0
-    zero = xt.dtype.type(0)  # accumulate in the data's precision, so that float32 loops vectorise
-    transpose_into_tiles(dy, dyt)
-    for j in prange(outputs):
-        total = zero
-        for tile in range(tiles):
-            for t in range(TILE):
-                total += dyt[tile, j, t]
-        db[j] = total
-    for i in prange(inputs):
-        for tile in range(tiles):
-            # an input that is 0 for the whole tile (a background pixel of every image of an
-            # MNIST batch: 37% of them at 60 images) adds nothing to dW: without dx to compute
-            # (the first layer), its row is skipped
-            active = False
-            for t in range(TILE):
-                active |= xt[tile, i, t] != 0
-            if not (active or want_dx):
-                if tile == 0:
-                    for k in range(row_start[i], row_start[i + 1]):
-                        g[row_pos[k]] = zero
-                continue
-            acc = register_block(1, TILE, xt.dtype)[0]   # dx[tile's samples, i], in registers
-            for t in range(TILE):
-                acc[t] = zero
-            for k in range(row_start[i], row_start[i + 1]):
-                j = row_cols[k]
-                p = row_pos[k]
-                dot = zero
-                for t in range(TILE):
-                    dot += xt[tile, i, t] * dyt[tile, j, t]
-                g[p] = dot if tile == 0 else g[p] + dot
-                if want_dx:
-                    weight = w[p]
-                    for t in range(TILE):
-                        acc[t] += weight * dyt[tile, j, t]
-            if want_dx:
-                first = tile * TILE
-                for t in range(min(TILE, samples - first)):
-                    dx[first + t, i] = acc[t]
-
-
-def sparse_backward_numpy(xt, dy, w, g, db, row_start, row_cols, row_pos, dyt, dx):
-    transpose_into_tiles_numpy(dy, dyt)
-    samples, inputs = dy.shape[0], xt.shape[1]
-    x = xt.transpose(0, 2, 1).reshape(-1, inputs)[:samples]   # (N, in)
-    db[...] = dy.sum(axis=0)
-    g[row_pos] = (x.T @ dy).reshape(-1)[row_pos]
-    if dx.shape[0] > 0:
-        dense = np.zeros_like(w)
-        dense[row_pos] = w[row_pos]
-        dx[...] = dy @ dense.reshape(inputs, -1).T
 
 
 # ----------------------------------------------------------------------------- optimizers
@@ -263,8 +155,6 @@ def momentum_update_kept_numpy(w, g, buf, mask, spans, kept, buf_kept, lr, momen
 
 TWINS = [
     (transpose_into_tiles, transpose_into_tiles_numpy),
-    (sparse_forward, sparse_forward_numpy),
-    (sparse_backward, sparse_backward_numpy),
     (adam_update_kept, adam_update_kept_numpy),
     (momentum_update_kept, momentum_update_kept_numpy),
 ]

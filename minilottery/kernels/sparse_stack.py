@@ -17,13 +17,17 @@ and its kept set K_l is indexed as in kernels/sparse.py, by column for the forwa
 (``col_starts``, ``col_rows``, ``col_pos``) and by row for the backward (``row_starts``,
 ``row_cols``, ``row_pos``). The kernels are ``prange`` loops whose every output is written
 by one iteration, so the numbers do not depend on the thread count. Each has a NumPy twin
-built from kernels/sparse.py's twins, layer by layer.
+that runs the layers one at a time through dense products with W zero outside K.
+
+A single sparse Dense layer (sparse.SparseDense: a conv net's fc layers, or Lenet's when
+not all of them are sparse) runs these kernels as a stack of one: y = x W + b, and its dW,
+db and dx, exactly as above with L = 1.
 """
 import numpy as np
 from numba import prange
 
 from . import jit_parallel, register_block
-from .sparse import TILE, sparse_backward_numpy, sparse_forward_numpy, transpose_into_tiles, transpose_into_tiles_numpy
+from .sparse import TILE, transpose_into_tiles, transpose_into_tiles_numpy
 
 
 @jit_parallel
@@ -71,12 +75,18 @@ def stack_forward(x, weights, biases, col_starts, col_rows, col_pos, tiles, logi
                     next_input[t] = (zero if value < 0 else value) if t < count else zero
 
 
+def kept_only(w, positions, rows):
+    """W (rows, out) with every entry outside ``positions`` (of W flattened) set to 0."""
+    dense = np.zeros_like(w)
+    dense[positions] = w[positions]
+    return dense.reshape(rows, -1)
+
+
 def stack_forward_numpy(x, weights, biases, col_starts, col_rows, col_pos, tiles, logits):
     h = x
     for layer in range(len(weights)):
-        y = np.empty((x.shape[0], biases[layer].size), x.dtype)
-        sparse_forward_numpy(h, weights[layer], biases[layer], col_starts[layer], col_rows[layer],
-                             col_pos[layer], tiles[layer], y)
+        transpose_into_tiles_numpy(h, tiles[layer])
+        y = h @ kept_only(weights[layer], col_pos[layer], h.shape[1]) + biases[layer]
         h = np.maximum(y, 0)
     logits[...] = y
 
@@ -162,16 +172,17 @@ def stack_backward_numpy(dlogits, weights, weight_grads, bias_grads, row_starts,
     dy = dlogits
     samples = dlogits.shape[0]
     for layer in range(len(weights) - 1, -1, -1):
+        transpose_into_tiles_numpy(dy, grad_tiles[layer])
         inputs = tiles[layer].shape[1]
-        below = np.empty((samples, inputs), dy.dtype) if layer > 0 or dx.shape[0] else dx
-        sparse_backward_numpy(tiles[layer], dy, weights[layer], weight_grads[layer], bias_grads[layer],
-                              row_starts[layer], row_cols[layer], row_pos[layer], grad_tiles[layer], below)
-        if layer:
-            h = np.empty((samples, inputs), dy.dtype)
-            h[...] = tiles[layer].transpose(0, 2, 1).reshape(-1, inputs)[:samples]
+        h = tiles[layer].transpose(0, 2, 1).reshape(-1, inputs)[:samples]      # (N, in)
+        positions = row_pos[layer]
+        bias_grads[layer][...] = dy.sum(axis=0)
+        weight_grads[layer][positions] = (h.T @ dy).reshape(-1)[positions]
+        below = dy @ kept_only(weights[layer], positions, inputs).T
+        if layer > 0:
             dy = below * (h > 0)
-    if dx.shape[0]:
-        dx[...] = below
+        elif dx.shape[0]:
+            dx[...] = below
 
 
 TWINS = [
