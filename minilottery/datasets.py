@@ -132,12 +132,22 @@ class Batches:
         self.order = self.rng.permutation(len(x))
         self.position = 0
 
-    def next(self):
+    def next_index(self):
+        """The positions in x of the next minibatch's images."""
         if self.position + self.batch_size > len(self.x):  # a new epoch: drop the remainder
             self.order = self.rng.permutation(len(self.x))
             self.position = 0
         index = self.order[self.position:self.position + self.batch_size]
         self.position += self.batch_size
+        return index
+
+    def take(self, count):
+        """The positions of the next ``count`` minibatches' images, (count, batch size): the
+        batches ``next`` would give."""
+        return np.stack([self.next_index() for _ in range(count)])
+
+    def next(self):
+        index = self.next_index()
         if self.pixels is None:
             return self.x[index], self.y[index]
         x = np.empty((len(index), *self.x.shape[1:]), self.x.dtype)

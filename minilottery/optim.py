@@ -115,13 +115,17 @@ class Adam(Optimizer):
         super().__init__(net, weight_decay)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
 
+    def hyperparameters(self, lr, t):
+        """The kernels' arguments for step t at learning rate lr, in the weights' precision:
+        (α / (1 - β1^t), β1, β2, ε, λ, sqrt(1 - β2^t))."""
+        cast = self.net.dtype.type
+        return (cast(lr / (1 - self.beta1 ** t)), cast(self.beta1), cast(self.beta2), cast(self.eps),
+                cast(self.weight_decay), cast(math.sqrt(1 - self.beta2 ** t)))
+
     def step(self, lr):
         self.t += 1
-        net, cast = self.net, self.net.dtype.type
-        step_size = lr / (1 - self.beta1 ** self.t)   # α / (1 - β1^t)
-        bias2_root = math.sqrt(1 - self.beta2 ** self.t)  # sqrt(1 - β2^t)
-        hyper = (cast(step_size), cast(self.beta1), cast(self.beta2), cast(self.eps),
-                 cast(self.weight_decay), cast(bias2_root))
+        net = self.net
+        hyper = self.hyperparameters(lr, self.t)
         if getattr(net, "sparse_update", None) is None:
             dense_update(net, core.adam_update, (net.flat_params, net.flat_grads, self.m, self.v, net.flat_mask), hyper)
         else:  # sparse layers: only their kept weights (sparse.py)

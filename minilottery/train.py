@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import optim
+from . import optim, stretch
 from .augment import flip_and_crop
 from .datasets import Batches
 from .layers import mostly_zeros
@@ -148,6 +148,7 @@ class Trainer:
         self.curve = Curve()
         self.last_loss = math.nan
         self.sorted_sets = None  # the validation and test sets as evaluation orders them
+        self.stretch = None  # the stretch.SparseStretch that ``steps`` last used
 
     def step(self):
         """One iteration: a minibatch, forward, loss, backward, optimizer step."""
@@ -160,13 +161,29 @@ class Trainer:
             logits = self.net.forward(x, train=True)
             loss, dlogits = softmax_cross_entropy(logits, y)
         if not math.isfinite(loss):
-            raise TrainingDiverged(
-                f"loss became {loss} at iteration {self.iteration}: training diverged; "
-                f"try a smaller --lr (now {self.hp.lr}) or a warmup", self.curve)
+            raise self.diverged(loss)
         self.net.backward(dlogits)
         self.optimizer.step(self.schedule(self.iteration))
         self.iteration += 1
         self.last_loss = loss
+
+    def steps(self, count):
+        """``count`` iterations, as ``step`` makes them; a sparse Lenet's all in one kernel call
+        (stretch.py), with the same numbers."""
+        self.stretch = stretch.for_trainer(self, self.stretch)
+        if self.stretch is None:
+            for _ in range(count):
+                self.step()
+            return
+        done, loss = self.stretch.run(self, count)
+        self.iteration += done
+        if done < count:
+            raise self.diverged(loss)
+        self.last_loss = loss
+
+    def diverged(self, loss):
+        return TrainingDiverged(f"loss became {loss} at iteration {self.iteration}: training diverged; "
+                                f"try a smaller --lr (now {self.hp.lr}) or a warmup", self.curve)
 
     def evaluation_sets(self):
         """The validation and test sets in the order evaluation runs them (``grouped_by_zeros``),
@@ -204,8 +221,16 @@ class Trainer:
                 break
             if on_checkpoint and checkpoint_every and self.iteration and self.iteration % checkpoint_every == 0:
                 on_checkpoint(self)
-            self.step()
+            self.steps(self.steps_to_next_stop(until, checkpoint_every if on_checkpoint else None, snapshots))
         return self
+
+    def steps_to_next_stop(self, until, checkpoint_every, snapshots):
+        """Iterations from here to the next one at which ``run`` does more than train."""
+        here, every = self.iteration, self.hp.eval_every
+        stops = [until, self.hp.iterations, (here // every + 1) * every, *snapshots]
+        if checkpoint_every:
+            stops.append((here // checkpoint_every + 1) * checkpoint_every)
+        return min(stop for stop in stops if stop > here) - here
 
     def finish(self):
         """Metrics at the end of the budget, including training accuracy on all training data."""
