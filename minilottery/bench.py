@@ -1,7 +1,7 @@
 """Throughput benchmark: training and evaluation samples/s at the paper's batch size.
 
-Training is timed on the real training loop (``train.Trainer.step``: batch, forward,
-loss, backward, optimizer, with the mask) on MNIST for Lenet (random data of the
+Training is timed on the real training loop (``train.Trainer.steps``: batch, forward,
+loss, backward, optimizer, with the mask; a sparse Lenet's stretch as one call) on MNIST for Lenet (random data of the
 input shape for the CIFAR networks, whose files are not shipped), in blocks of
 ``eval_every`` steps, each followed by the evaluation of the validation and test
 sets that a run makes there. So the figures come with their steadiness (the slowest
@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from . import SET_HERE, datasets, hparams, nets, threads, train
+from . import SET_HERE, datasets, hparams, nets, stretch, threads, train
 from .datasets import Dataset
 
 
@@ -67,9 +67,8 @@ def measure(net_name, density=1.0, seconds=20.0, data=None, hp=None, peer=None, 
     if density < 1:
         net.set_mask(random_mask(net, density))
     trainer = train.Trainer(net, data, hp, seed=0)
-    for _ in range(3):  # compilation, caches, allocator
-        trainer.step()
-    step = seconds_per_call(trainer.step, 0.0, least=2)
+    trainer.steps(3)  # compilation, caches, allocator
+    step = seconds_per_call(lambda: trainer.steps(1), 0.0, least=2)  # to size the blocks
     (x_val, y_val), (x_test, y_test) = trainer.evaluation_sets()  # in the order a run evaluates them
     x_eval, y_eval = np.concatenate([x_val, x_test]), np.concatenate([y_val, y_test])
     per_image = seconds_per_call(lambda: train.evaluate(net, x_eval[:1000], y_eval[:1000]), 0.0, least=2) / 1000
@@ -85,8 +84,7 @@ def measure(net_name, density=1.0, seconds=20.0, data=None, hp=None, peer=None, 
         while blocks == 0 or time.perf_counter() - began < turn:
             blocks += 1
             start = time.perf_counter()
-            for _ in range(block):
-                trainer.step()
+            trainer.steps(block)  # as a run trains between evaluations
             trained = time.perf_counter()
             train.evaluate(net, x_eval[:evaluated], y_eval[:evaluated])  # what a run does every eval_every steps
             done = time.perf_counter()
@@ -301,10 +299,13 @@ def branch_seconds(hp, input_shape, budget=2.0, sparse="auto", data=None, start_
     # steps, then sleeping until start_at, left the plan of the main job 10-38% long
     warm_until = time.time() + budget / 2 if start_at is None else start_at
     steps = 0
+    # timed as a run trains: in stretches of eval_every steps where a sparse Lenet makes them one
+    # kernel call (stretch.py), else a step at a time
+    chunk = hp.eval_every if stretch.for_trainer(trainer) is not None else 1
     while steps < 3 or time.time() < warm_until:  # compilation, caches, allocator
-        trainer.step()
-        steps += 1
-    step = seconds_per_call(trainer.step, budget / 2)
+        trainer.steps(chunk)
+        steps += chunk
+    step = seconds_per_call(lambda: trainer.steps(chunk), budget / 2) / chunk
     train.evaluate(net, x_eval, y_eval)
     per_image = seconds_per_call(lambda: train.evaluate(net, x_eval, y_eval), budget / 2) / len(x_eval)
     seconds = branch_time(hp, hp.batch_size / step, 1 / per_image)

@@ -1,0 +1,171 @@
+"""A sparse Lenet's stretch of steps as one kernel call (stretch.py): the same numbers as
+the steps made one by one, everything written back where it lives, and the cases it must
+leave to the step-by-step path."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from minilottery import bench, hparams, nets, stretch, train
+from minilottery.datasets import Dataset
+from minilottery.kernels import single_threaded
+from minilottery.kernels import stretch as kernels
+from twins import flat
+
+
+def small_data(mnist, count=250, dtype=np.float32):
+    """250 MNIST training images (an epoch of 4 batches of 60) with their uint8 pixels."""
+    pixels = np.round(mnist.x_train[:count] * 255).astype(np.uint8)
+    x = (pixels.astype(dtype) / dtype(255)).astype(dtype)
+    return Dataset("small", x, mnist.y_train[:count], mnist.x_val[:300].astype(dtype), mnist.y_val[:300],
+                   mnist.x_test[:300].astype(dtype), mnist.y_test[:300], train_pixels=pixels)
+
+
+def sparse_trainer(data, density=0.05, dtype=np.float32, seed=0, **changes):
+    hp = replace(hparams.defaults("lenet"), **{"eval_every": 20, "iterations": 70, **changes})
+    net = nets.build("lenet", seed=seed, dtype=dtype)
+    net.set_mask(bench.random_mask(net, density, seed=1))
+    return train.Trainer(net, data, hp, seed=seed)
+
+
+def assert_same_training(a, b):
+    """Two trainers at the same point with the same θ, gradients, optimizer state and loss."""
+    assert a.iteration == b.iteration
+    np.testing.assert_array_equal(a.net.flat_params, b.net.flat_params)
+    np.testing.assert_array_equal(a.net.flat_grads, b.net.flat_grads)
+    state_a, state_b = a.optimizer.state(), b.optimizer.state()
+    for name in state_a:
+        np.testing.assert_array_equal(state_a[name], state_b[name])
+    assert a.last_loss == b.last_loss
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_stretch_trains_exactly_as_its_steps_one_by_one(mnist, dtype):
+    """Across an epoch's end (250 images: a new order after 4 batches) and in stretches of
+    several lengths, the numbers are identical, not merely close."""
+    data = small_data(mnist, dtype=dtype)
+    by_steps, by_stretch = sparse_trainer(data, dtype=dtype), sparse_trainer(data, dtype=dtype)
+    assert by_stretch.net.sparse_stack is not None
+    for count in (1, 6, 13):
+        for _ in range(count):
+            by_steps.step()
+        by_stretch.steps(count)
+        assert by_stretch.stretch is not None           # it did run as a stretch
+        assert_same_training(by_steps, by_stretch)
+    pruned = by_stretch.net.flat_mask == 0
+    assert not by_stretch.net.flat_params[pruned].any() and not by_stretch.net.flat_grads[pruned].any()
+
+
+def test_a_run_makes_the_same_curve_in_stretches(mnist, monkeypatch):
+    """``run`` stops for evaluations, checkpoints and snapshots at the same iterations."""
+    data = small_data(mnist)
+    checkpoints = {}
+    by_stretch = sparse_trainer(data).run(on_checkpoint=lambda t: checkpoints.setdefault("stretch", []).append(
+        t.iteration), checkpoint_every=30, snapshots=(7,))
+    monkeypatch.setattr(train.Trainer, "steps", lambda self, count: [self.step() for _ in range(count)])
+    by_steps = sparse_trainer(data).run(on_checkpoint=lambda t: checkpoints.setdefault("steps", []).append(
+        t.iteration), checkpoint_every=30, snapshots=(7,))
+    assert by_stretch.curve.iteration == [0, 20, 40, 60, 70] == by_steps.curve.iteration
+    assert by_stretch.curve.to_dict() == by_steps.curve.to_dict()
+    assert checkpoints["stretch"] == checkpoints["steps"] == [30, 60]
+    for name, value in by_steps.snapshots[7].items():
+        np.testing.assert_array_equal(by_stretch.snapshots[7][name], value)
+    assert_same_training(by_steps, by_stretch)
+
+
+def test_the_next_stop_of_a_run(mnist):
+    trainer = sparse_trainer(small_data(mnist))
+    trainer.iteration = 3
+    assert trainer.steps_to_next_stop(70, None, ()) == 17              # the evaluation at 20
+    assert trainer.steps_to_next_stop(70, 5, ()) == 2                  # a checkpoint at 5
+    assert trainer.steps_to_next_stop(70, None, (2, 11)) == 8          # a snapshot at 11, not the past one at 2
+    assert trainer.steps_to_next_stop(9, None, ()) == 6                # until
+    trainer.iteration = 65
+    assert trainer.steps_to_next_stop(100, None, ()) == 5              # the budget's end, evaluated
+
+
+def test_a_diverging_stretch_stops_where_its_steps_would(mnist):
+    """One training image holds a NaN (float images, no pixels: the other way of gathering);
+    the step whose batch holds it stops both, with θ as after the steps before."""
+    data = small_data(mnist)
+    data.train_pixels = None
+    data.x_train = data.x_train.copy()
+    data.x_train[123, 0, 14, 14] = np.nan
+    by_steps, by_stretch = sparse_trainer(data), sparse_trainer(data)
+    with pytest.raises(train.TrainingDiverged) as raised_by_steps:
+        for _ in range(50):
+            by_steps.step()
+    with pytest.raises(train.TrainingDiverged) as raised_by_stretch:
+        by_stretch.steps(50)
+    assert by_stretch.stretch is not None
+    assert str(raised_by_stretch.value) == str(raised_by_steps.value)
+    assert by_stretch.iteration == by_steps.iteration > 0
+    assert by_stretch.optimizer.t == by_steps.optimizer.t == by_steps.iteration
+    np.testing.assert_array_equal(by_stretch.net.flat_params, by_steps.net.flat_params)
+    np.testing.assert_array_equal(by_stretch.net.flat_grads, by_steps.net.flat_grads)
+
+
+def test_a_stretch_is_made_only_where_it_gives_the_same_numbers(mnist):
+    data = small_data(mnist)
+    trainer = sparse_trainer(data)
+    made = stretch.for_trainer(trainer)
+    assert made is not None and stretch.for_trainer(trainer, made) is made       # kept while the stack is
+    trainer.net.set_mask(bench.random_mask(trainer.net, 0.05, seed=2))           # a new stack: a new stretch
+    assert stretch.for_trainer(trainer, made) not in (None, made)
+    assert stretch.for_trainer(sparse_trainer(data, optimizer="sgd", lr=0.1)) is None
+    assert stretch.for_trainer(sparse_trainer(data, augment=True)) is None
+    assert stretch.for_trainer(sparse_trainer(data, density=1.0 - 1e-9)) is None  # dense: no stack
+    assert stretch.for_trainer(sparse_trainer(small_data(mnist, dtype=np.float64))) is None  # float64 images, float32 net
+
+
+def stretch_arguments(name, mnist, dtype, images):
+    """A float ``dtype`` Lenet at density 0.3 (every layer sparse) and three steps of 70 images
+    (two tiles): from MNIST's uint8 pixels, or from float images where one image of the third
+    step's batch holds a NaN, so that the call returns after two steps."""
+    rng = np.random.default_rng(0)
+    net = nets.build("lenet", seed=3, dtype=dtype, sparse="on")
+    net.set_mask(bench.random_mask(net, 0.3, seed=1))
+    made = stretch.SparseStretch(net, 70)
+    made.theta[...] = net.flat_params[made.update.kept]
+    m, v = (np.abs(rng.standard_normal(made.theta.size)).astype(dtype) * 1e-3 for _ in range(2))
+    f = np.dtype(dtype).type
+    if name == "adam_compact":
+        return [made.theta, rng.standard_normal(made.theta.size).astype(dtype), m, v, f(1e-3), f(0.9), f(0.999),
+                f(1e-8), f(1e-4), f(0.1)]
+    pixels = np.round(mnist.x_train[:500].reshape(500, -1) * 255).astype(np.uint8)
+    index = np.stack([rng.permutation(499)[:70] for _ in range(3)])
+    if images == "pixels":
+        images, scale = pixels, f(255)
+    else:
+        images, scale = pixels.astype(dtype) / 255, f(1)
+        images[499, 400] = np.nan
+        index[2, 9] = 499
+    stacks = made.stack.by_column[:2], made.stack.by_row[:2]
+    return [images, index, scale, mnist.y_train[index], np.array([1e-3, 2e-3, 3e-3], dtype),
+            np.array([0.1, 0.2, 0.3], dtype), f(0.9), f(0.999), f(1e-8), f(1e-4), made.x, made.logits, made.dlogits,
+            made.weights, made.biases, *stacks[0], made.col_pos, made.tiles, made.weight_grads, made.bias_grads,
+            *stacks[1], made.row_pos, made.grad_tiles, made.no_dx, made.theta, made.grad, m, v]
+
+
+@pytest.mark.parametrize("images", ["pixels", "floats with a NaN"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fast, reference", kernels.TWINS, ids=[k.__name__ for k, _ in kernels.TWINS])
+def test_stretch_kernel_matches_numpy_twin(fast, reference, mnist, dtype, images):
+    """Each twin gets arguments of its own: the layers' weights are views of theta, which a
+    copy (twins.assert_twins_agree) would not keep."""
+    name = reference.__name__.removesuffix("_numpy")
+    tolerance = 1e-4 if dtype == np.float32 else 1e-11
+    args_fast, args_reference = (stretch_arguments(name, mnist, dtype, images) for _ in range(2))
+    before = stretch_arguments(name, mnist, dtype, images)
+    out_fast, out_reference = single_threaded(fast, *args_fast), reference(*args_reference)
+    if name == "train_stretch":
+        assert out_fast[0] == out_reference[0] == (3 if images == "pixels" else 2)
+        np.testing.assert_allclose(out_fast[1], out_reference[1], rtol=tolerance)
+    # after a NaN, the work arrays of the step it stopped in differ: the twin's dense products
+    # spread it through W's pruned zeros (0 x NaN); θ, its gradient and the moments must not
+    compared = args_fast if images == "pixels" else args_fast[-4:]
+    for a, b in zip(flat(compared), flat(args_reference[-len(compared):])):
+        if isinstance(a, np.ndarray):
+            np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance)
+    theta = args_fast[0] if name == "adam_compact" else args_fast[-4]
+    assert not np.array_equal(theta, flat(before)[0 if name == "adam_compact" else -4])   # it trained
