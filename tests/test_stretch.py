@@ -1,6 +1,6 @@
-"""A sparse Lenet's stretch of steps as one kernel call (stretch.py): the same numbers as
-the steps made one by one, everything written back where it lives, and the cases it must
-leave to the step-by-step path."""
+"""A sparse Lenet's stretch of steps as one kernel call (stretch.py): the numbers of the steps
+made one by one up to float rounding, the same on any number of threads, everything written
+back where it lives, and the cases it must leave to the step-by-step path."""
 from dataclasses import replace
 
 import numpy as np
@@ -8,7 +8,7 @@ import pytest
 
 from minilottery import bench, hparams, nets, stretch, train
 from minilottery.datasets import Dataset
-from minilottery.kernels import single_threaded
+from minilottery.kernels import one_numba_thread, single_threaded
 from minilottery.kernels import stretch as kernels
 from twins import flat
 
@@ -28,21 +28,24 @@ def sparse_trainer(data, density=0.05, dtype=np.float32, seed=0, **changes):
     return train.Trainer(net, data, hp, seed=seed)
 
 
-def assert_same_training(a, b):
-    """Two trainers at the same point with the same θ, gradients, optimizer state and loss."""
-    assert a.iteration == b.iteration
-    np.testing.assert_array_equal(a.net.flat_params, b.net.flat_params)
-    np.testing.assert_array_equal(a.net.flat_grads, b.net.flat_grads)
+TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}  # dW and db are summed part by part in a stretch
+
+
+def assert_same_training(a, b, tolerance=0.0):
+    """Two trainers at the same point with the same θ, gradients, optimizer state and loss,
+    equal within ``tolerance`` (absolute and relative)."""
+    assert a.iteration == b.iteration and a.optimizer.t == b.optimizer.t
     state_a, state_b = a.optimizer.state(), b.optimizer.state()
-    for name in state_a:
-        np.testing.assert_array_equal(state_a[name], state_b[name])
-    assert a.last_loss == b.last_loss
+    for name, value in [("params", a.net.flat_params), ("grads", a.net.flat_grads), *state_a.items()]:
+        other = b.net.flat_params if name == "params" else b.net.flat_grads if name == "grads" else state_b[name]
+        np.testing.assert_allclose(value, other, rtol=tolerance, atol=tolerance, err_msg=name)
+    assert a.last_loss == pytest.approx(b.last_loss, rel=tolerance, abs=tolerance)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_a_stretch_trains_exactly_as_its_steps_one_by_one(mnist, dtype):
+def test_a_stretch_trains_as_its_steps_one_by_one(mnist, dtype):
     """Across an epoch's end (250 images: a new order after 4 batches) and in stretches of
-    several lengths, the numbers are identical, not merely close."""
+    several lengths."""
     data = small_data(mnist, dtype=dtype)
     by_steps, by_stretch = sparse_trainer(data, dtype=dtype), sparse_trainer(data, dtype=dtype)
     assert by_stretch.net.sparse_stack is not None
@@ -51,9 +54,19 @@ def test_a_stretch_trains_exactly_as_its_steps_one_by_one(mnist, dtype):
             by_steps.step()
         by_stretch.steps(count)
         assert by_stretch.stretch is not None           # it did run as a stretch
-        assert_same_training(by_steps, by_stretch)
+        assert_same_training(by_steps, by_stretch, TOLERANCE[dtype])
     pruned = by_stretch.net.flat_mask == 0
     assert not by_stretch.net.flat_params[pruned].any() and not by_stretch.net.flat_grads[pruned].any()
+    assert not np.array_equal(by_stretch.net.flat_params, sparse_trainer(data, dtype=dtype).net.flat_params)
+
+
+def test_a_stretch_makes_the_same_numbers_on_one_thread(mnist):
+    data = small_data(mnist)
+    on_all, on_one = sparse_trainer(data), sparse_trainer(data)
+    on_all.steps(25)
+    with one_numba_thread():
+        on_one.steps(25)
+    assert_same_training(on_all, on_one)
 
 
 def test_a_run_makes_the_same_curve_in_stretches(mnist, monkeypatch):
@@ -66,11 +79,12 @@ def test_a_run_makes_the_same_curve_in_stretches(mnist, monkeypatch):
     by_steps = sparse_trainer(data).run(on_checkpoint=lambda t: checkpoints.setdefault("steps", []).append(
         t.iteration), checkpoint_every=30, snapshots=(7,))
     assert by_stretch.curve.iteration == [0, 20, 40, 60, 70] == by_steps.curve.iteration
-    assert by_stretch.curve.to_dict() == by_steps.curve.to_dict()
+    for name, values in by_steps.curve.to_dict().items():
+        assert by_stretch.curve.to_dict()[name] == pytest.approx(values, rel=1e-4, abs=1e-4), name
     assert checkpoints["stretch"] == checkpoints["steps"] == [30, 60]
     for name, value in by_steps.snapshots[7].items():
-        np.testing.assert_array_equal(by_stretch.snapshots[7][name], value)
-    assert_same_training(by_steps, by_stretch)
+        np.testing.assert_allclose(by_stretch.snapshots[7][name], value, rtol=1e-5, atol=1e-5)
+    assert_same_training(by_steps, by_stretch, 1e-5)
 
 
 def test_the_next_stop_of_a_run(mnist):
@@ -101,8 +115,8 @@ def test_a_diverging_stretch_stops_where_its_steps_would(mnist):
     assert str(raised_by_stretch.value) == str(raised_by_steps.value)
     assert by_stretch.iteration == by_steps.iteration > 0
     assert by_stretch.optimizer.t == by_steps.optimizer.t == by_steps.iteration
-    np.testing.assert_array_equal(by_stretch.net.flat_params, by_steps.net.flat_params)
-    np.testing.assert_array_equal(by_stretch.net.flat_grads, by_steps.net.flat_grads)
+    np.testing.assert_allclose(by_stretch.net.flat_params, by_steps.net.flat_params, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(by_stretch.net.flat_grads, by_steps.net.flat_grads, rtol=1e-5, atol=1e-5)
 
 
 def test_a_stretch_is_made_only_where_it_gives_the_same_numbers(mnist):
@@ -118,7 +132,7 @@ def test_a_stretch_is_made_only_where_it_gives_the_same_numbers(mnist):
     assert stretch.for_trainer(sparse_trainer(small_data(mnist, dtype=np.float64))) is None  # float64 images, float32 net
 
 
-def stretch_arguments(name, mnist, dtype, images):
+def stretch_arguments(mnist, dtype, images):
     """A float ``dtype`` Lenet at density 0.3 (every layer sparse) and three steps of 70 images
     (two tiles): from MNIST's uint8 pixels, or from float images where one image of the third
     step's batch holds a NaN, so that the call returns after two steps."""
@@ -129,9 +143,6 @@ def stretch_arguments(name, mnist, dtype, images):
     made.theta[...] = net.flat_params[made.update.kept]
     m, v = (np.abs(rng.standard_normal(made.theta.size)).astype(dtype) * 1e-3 for _ in range(2))
     f = np.dtype(dtype).type
-    if name == "adam_compact":
-        return [made.theta, rng.standard_normal(made.theta.size).astype(dtype), m, v, f(1e-3), f(0.9), f(0.999),
-                f(1e-8), f(1e-4), f(0.1)]
     pixels = np.round(mnist.x_train[:500].reshape(500, -1) * 255).astype(np.uint8)
     index = np.stack([rng.permutation(499)[:70] for _ in range(3)])
     if images == "pixels":
@@ -140,32 +151,28 @@ def stretch_arguments(name, mnist, dtype, images):
         images, scale = pixels.astype(dtype) / 255, f(1)
         images[499, 400] = np.nan
         index[2, 9] = 499
-    stacks = made.stack.by_column[:2], made.stack.by_row[:2]
     return [images, index, scale, mnist.y_train[index], np.array([1e-3, 2e-3, 3e-3], dtype),
-            np.array([0.1, 0.2, 0.3], dtype), f(0.9), f(0.999), f(1e-8), f(1e-4), made.x, made.logits, made.dlogits,
-            made.weights, made.biases, *stacks[0], made.col_pos, made.tiles, made.weight_grads, made.bias_grads,
-            *stacks[1], made.row_pos, made.grad_tiles, made.no_dx, made.theta, made.grad, m, v]
+            np.array([0.1, 0.2, 0.3], dtype), f(0.9), f(0.999), f(1e-8), f(1e-4), made.weights, made.biases,
+            *made.by_column, *made.by_row, made.row_pos, made.rows, made.tiles, made.grad_tiles, made.partials,
+            made.partial_w, made.partial_b, made.losses, made.theta, made.grad, m, v]
 
 
 @pytest.mark.parametrize("images", ["pixels", "floats with a NaN"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("fast, reference", kernels.TWINS, ids=[k.__name__ for k, _ in kernels.TWINS])
-def test_stretch_kernel_matches_numpy_twin(fast, reference, mnist, dtype, images):
+def test_stretch_kernel_matches_numpy_twin(mnist, dtype, images):
     """Each twin gets arguments of its own: the layers' weights are views of theta, which a
     copy (twins.assert_twins_agree) would not keep."""
-    name = reference.__name__.removesuffix("_numpy")
+    (fast, reference), = kernels.TWINS
     tolerance = 1e-4 if dtype == np.float32 else 1e-11
-    args_fast, args_reference = (stretch_arguments(name, mnist, dtype, images) for _ in range(2))
-    before = stretch_arguments(name, mnist, dtype, images)
+    args_fast, args_reference, before = (stretch_arguments(mnist, dtype, images) for _ in range(3))
     out_fast, out_reference = single_threaded(fast, *args_fast), reference(*args_reference)
-    if name == "train_stretch":
-        assert out_fast[0] == out_reference[0] == (3 if images == "pixels" else 2)
-        np.testing.assert_allclose(out_fast[1], out_reference[1], rtol=tolerance)
-    # after a NaN, the work arrays of the step it stopped in differ: the twin's dense products
-    # spread it through W's pruned zeros (0 x NaN); θ, its gradient and the moments must not
+    assert out_fast[0] == out_reference[0] == (3 if images == "pixels" else 2)
+    np.testing.assert_allclose(out_fast[1], out_reference[1], rtol=tolerance)
+    # after a NaN, the work arrays of the step it stopped in differ: the twin stops before its
+    # backward pass, and its dense products spread the NaN through W's pruned zeros (0 x NaN);
+    # θ, its gradient and the moments must not
     compared = args_fast if images == "pixels" else args_fast[-4:]
     for a, b in zip(flat(compared), flat(args_reference[-len(compared):])):
         if isinstance(a, np.ndarray):
             np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance)
-    theta = args_fast[0] if name == "adam_compact" else args_fast[-4]
-    assert not np.array_equal(theta, flat(before)[0 if name == "adam_compact" else -4])   # it trained
+    assert not np.array_equal(args_fast[-4], before[-4])   # it trained

@@ -47,7 +47,8 @@ def tile_count(samples):
 
 @jit
 def transpose_into_tiles(x, xt):
-    """xt[tile, i, t] = x[tile * TILE + t, i] for the samples that exist; x (N, F), xt (tiles, F, TILE).
+    """xt[tile, i, t] = x[tile * lanes + t, i] for the samples that exist; x (N, F), xt (tiles, F, lanes),
+    lanes a multiple of 8: TILE here, kernels/stretch.py's LANES there.
 
     Entries past sample N are left as they are: callers allocate xt zeroed once per
     batch size, so they stay 0. Full 8 x 8 blocks go by vector shuffles
@@ -56,19 +57,20 @@ def transpose_into_tiles(x, xt):
     constant trip counts unrolled (5x faster than one loop nest with min() bounds).
     """
     samples, features = x.shape
+    lanes = xt.shape[2]
     full_i = features - features % BLOCK
     source, dest = np.ascontiguousarray(x).reshape(-1), xt.reshape(-1)
     rows, columns = np.empty(BLOCK, np.int64), np.empty(BLOCK, np.int64)
     no_bias = np.zeros(BLOCK, xt.dtype)
     for tile in range(xt.shape[0]):
-        first = tile * TILE
-        count = min(TILE, samples - first)
+        first = tile * lanes
+        count = min(lanes, samples - first)
         full_t = count - count % BLOCK
         for i0 in range(0, full_i, BLOCK):
             for t0 in range(0, full_t, BLOCK):  # 8 samples' runs of 8 features -> 8 features' runs of 8 samples
                 for k in range(BLOCK):
                     rows[k] = (first + t0 + k) * features + i0
-                    columns[k] = (tile * features + i0 + k) * TILE + t0
+                    columns[k] = (tile * features + i0 + k) * lanes + t0
                 transpose_block(source, rows, dest, columns, no_bias, 0)
             for t in range(full_t, count):       # the last samples of a partial tile
                 for a in range(BLOCK):
@@ -79,8 +81,9 @@ def transpose_into_tiles(x, xt):
 
 
 def transpose_into_tiles_numpy(x, xt):
+    lanes = xt.shape[2]
     for tile in range(xt.shape[0]):
-        block = x[tile * TILE:(tile + 1) * TILE]      # (count, F)
+        block = x[tile * lanes:(tile + 1) * lanes]    # (count, F)
         xt[tile, :, :len(block)] = block.T
 
 
