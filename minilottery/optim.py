@@ -89,10 +89,15 @@ class Momentum(Optimizer):
         super().__init__(net, weight_decay)
         self.momentum, self.nesterov = momentum, nesterov
 
+    def hyperparameters(self, lr, t=None):
+        """The kernels' arguments at learning rate lr, in the weights' precision: (α, μ, λ, Nesterov)."""
+        cast = self.net.dtype.type
+        return cast(lr), cast(self.momentum), cast(self.weight_decay), self.nesterov
+
     def step(self, lr):
         self.t += 1
-        net, cast = self.net, self.net.dtype.type
-        hyper = (cast(lr), cast(self.momentum), cast(self.weight_decay), self.nesterov)
+        net = self.net
+        hyper = self.hyperparameters(lr)
         if getattr(net, "sparse_update", None) is None:
             dense_update(net, core.momentum_update, (net.flat_params, net.flat_grads, self.buf, net.flat_mask), hyper)
         else:  # sparse layers: only their kept weights (sparse.py)

@@ -3,9 +3,9 @@ next as one kernel call (kernels/stretch.py).
 
 ``Trainer.run`` stops training only at evaluations, checkpoints, snapshots and the end;
 between two of them nothing but training steps runs, and nothing else reads or writes the
-network. So when Lenet is a ``SparseStack`` trained by Adam, those steps run as one call:
+network. So when Lenet is a ``SparseStack``, those steps run as one call:
 no Python between steps, each step's batch split across the cores, and θ, its gradient and
-Adam's moments held *compact* for the stretch (the kept weights and the biases, contiguous)
+the optimizer's state held *compact* for the stretch (the kept weights and the biases, contiguous)
 instead of scattered over the flat buffers. At its end they are written back where they
 always live: ``net.params`` holds θ after the last step, ``net.grads`` that step's gradients
 (0 at pruned weights), and the optimizer its moments and step count, as after the same
@@ -70,16 +70,18 @@ class SparseStretch:
                          else (batches.x.reshape(len(batches.x), -1), net.dtype.type(1)))
         hyper = [optimizer.hyperparameters(trainer.schedule(trainer.iteration + step), optimizer.t + 1 + step)
                  for step in range(count)]
-        step_sizes, _, _, _, _, bias2_roots = (np.array(values, net.dtype) for values in zip(*hyper))
-        beta1, beta2, eps, weight_decay = hyper[0][1:5]
+        per_step = [np.array(values, net.dtype) for values in zip(*hyper)]   # each hyperparameter, step by step
         flat_params, kept = net.flat_params, self.update.kept
         self.theta[...] = flat_params[kept]
-        m, v = optimizer.kept(self.update)
+        state = optimizer.kept(self.update)                        # Adam's m and v, or momentum's buffer
+        if isinstance(optimizer, optim.Adam):                       # per step: α / (1 - β1^t) and sqrt(1 - β2^t)
+            kernel, rates = kernels.adam_stretch, (per_step[0], per_step[5], *hyper[0][1:5])
+        else:                                                       # per step: the learning rate
+            kernel, rates = kernels.momentum_stretch, (per_step[0], *hyper[0][1:])
         with net.sparse_cores():
-            done, loss = kernels.train_stretch(
-                images, index, scale, labels, step_sizes, bias2_roots, beta1, beta2, eps, weight_decay,
-                self.weights, self.biases, *self.by_column, *self.by_row, self.row_pos, self.rows, self.tiles, self.grad_tiles,
-                self.partials, self.partial_w, self.partial_b, self.losses, self.theta, self.grad, m, v)
+            done, loss = kernel(images, index, scale, labels, self.weights, self.biases, *self.by_column, *self.by_row,
+                                self.row_pos, self.rows, self.tiles, self.grad_tiles, self.partials, self.partial_w,
+                                self.partial_b, self.losses, self.theta, self.grad, *state, *rates)
         flat_params[kept] = self.theta
         if done:
             net.flat_grads[kept] = self.grad
@@ -98,12 +100,12 @@ def by_row_to_by_column(layer):
 
 def for_trainer(trainer, current=None):
     """The SparseStretch that trains ``trainer``'s steps, or None where they are made one by one:
-    a network that is not a SparseStack now, an optimizer other than Adam, augmented images, or
+    a network that is not a SparseStack now, an optimizer of another kind, augmented images, or
     images of another precision than the network's (a step would compute in theirs). ``current``: the one made last time, kept
     while the network's stack is the same."""
     net, batches = trainer.net, trainer.batches
     stack = net.sparse_stack
-    if stack is None or not isinstance(trainer.optimizer, optim.Adam) or trainer.hp.augment:
+    if stack is None or not isinstance(trainer.optimizer, (optim.Adam, optim.Momentum)) or trainer.hp.augment:
         return None
     if batches.x.dtype != net.dtype:
         return None

@@ -42,12 +42,14 @@ def assert_same_training(a, b, tolerance=0.0):
     assert a.last_loss == pytest.approx(b.last_loss, rel=tolerance, abs=tolerance)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_a_stretch_trains_as_its_steps_one_by_one(mnist, dtype):
+@pytest.mark.parametrize("dtype, optimizer", [(np.float32, "adam"), (np.float64, "adam"), (np.float32, "momentum"),
+                                              (np.float64, "sgd")])
+def test_a_stretch_trains_as_its_steps_one_by_one(mnist, dtype, optimizer):
     """Across an epoch's end (250 images: a new order after 4 batches) and in stretches of
-    several lengths."""
+    several lengths, with each optimizer."""
     data = small_data(mnist, dtype=dtype)
-    by_steps, by_stretch = sparse_trainer(data, dtype=dtype), sparse_trainer(data, dtype=dtype)
+    changes = {} if optimizer == "adam" else {"optimizer": optimizer, "lr": 0.05, "nesterov": optimizer == "momentum"}
+    by_steps, by_stretch = (sparse_trainer(data, dtype=dtype, **changes) for _ in range(2))
     assert by_stretch.net.sparse_stack is not None
     for count in (1, 6, 13):
         for _ in range(count):
@@ -126,22 +128,22 @@ def test_a_stretch_is_made_only_where_it_gives_the_same_numbers(mnist):
     assert made is not None and stretch.for_trainer(trainer, made) is made       # kept while the stack is
     trainer.net.set_mask(bench.random_mask(trainer.net, 0.05, seed=2))           # a new stack: a new stretch
     assert stretch.for_trainer(trainer, made) not in (None, made)
-    assert stretch.for_trainer(sparse_trainer(data, optimizer="sgd", lr=0.1)) is None
+    assert stretch.for_trainer(sparse_trainer(data, optimizer="sgd", lr=0.1)) is not None
     assert stretch.for_trainer(sparse_trainer(data, augment=True)) is None
     assert stretch.for_trainer(sparse_trainer(data, density=1.0 - 1e-9)) is None  # dense: no stack
     assert stretch.for_trainer(sparse_trainer(small_data(mnist, dtype=np.float64))) is None  # float64 images, float32 net
 
 
-def stretch_arguments(mnist, dtype, images):
+def stretch_arguments(mnist, dtype, images, optimizer):
     """A float ``dtype`` Lenet at density 0.3 (every layer sparse) and three steps of 70 images
-    (two tiles): from MNIST's uint8 pixels, or from float images where one image of the third
-    step's batch holds a NaN, so that the call returns after two steps."""
+    (two parts of 32 and one of 6): from MNIST's uint8 pixels, or from float images where one
+    image of the third step's batch holds a NaN, so that the call returns after two steps."""
     rng = np.random.default_rng(0)
     net = nets.build("lenet", seed=3, dtype=dtype, sparse="on")
     net.set_mask(bench.random_mask(net, 0.3, seed=1))
     made = stretch.SparseStretch(net, 70)
     made.theta[...] = net.flat_params[made.update.kept]
-    m, v = (np.abs(rng.standard_normal(made.theta.size)).astype(dtype) * 1e-3 for _ in range(2))
+    state = [np.abs(rng.standard_normal(made.theta.size)).astype(dtype) * 1e-3 for _ in range(2)]
     f = np.dtype(dtype).type
     pixels = np.round(mnist.x_train[:500].reshape(500, -1) * 255).astype(np.uint8)
     index = np.stack([rng.permutation(499)[:70] for _ in range(3)])
@@ -151,28 +153,33 @@ def stretch_arguments(mnist, dtype, images):
         images, scale = pixels.astype(dtype) / 255, f(1)
         images[499, 400] = np.nan
         index[2, 9] = 499
-    return [images, index, scale, mnist.y_train[index], np.array([1e-3, 2e-3, 3e-3], dtype),
-            np.array([0.1, 0.2, 0.3], dtype), f(0.9), f(0.999), f(1e-8), f(1e-4), made.weights, made.biases,
-            *made.by_column, *made.by_row, made.row_pos, made.rows, made.tiles, made.grad_tiles, made.partials,
-            made.partial_w, made.partial_b, made.losses, made.theta, made.grad, m, v]
+    rates = ((*state, np.array([1e-3, 2e-3, 3e-3], dtype), np.array([0.1, 0.2, 0.3], dtype), f(0.9), f(0.999),
+              f(1e-8), f(1e-4)) if optimizer == "adam" else (state[0], np.array([0.1, 0.2, 0.3], dtype), f(0.9), f(1e-4),
+                                                            True))
+    return [images, index, scale, mnist.y_train[index], made.weights, made.biases, *made.by_column, *made.by_row,
+            made.row_pos, made.rows, made.tiles, made.grad_tiles, made.partials, made.partial_w, made.partial_b,
+            made.losses, made.theta, made.grad, *rates]
 
 
 @pytest.mark.parametrize("images", ["pixels", "floats with a NaN"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_stretch_kernel_matches_numpy_twin(mnist, dtype, images):
+@pytest.mark.parametrize("fast, reference", kernels.TWINS, ids=[k.__name__ for k, _ in kernels.TWINS])
+def test_stretch_kernel_matches_numpy_twin(mnist, fast, reference, dtype, images):
     """Each twin gets arguments of its own: the layers' weights are views of theta, which a
     copy (twins.assert_twins_agree) would not keep."""
-    (fast, reference), = kernels.TWINS
+    optimizer = fast.__name__.removesuffix("_stretch")
     tolerance = 1e-4 if dtype == np.float32 else 1e-11
-    args_fast, args_reference, before = (stretch_arguments(mnist, dtype, images) for _ in range(3))
+    args_fast, args_reference, before = (stretch_arguments(mnist, dtype, images, optimizer) for _ in range(3))
     out_fast, out_reference = single_threaded(fast, *args_fast), reference(*args_reference)
     assert out_fast[0] == out_reference[0] == (3 if images == "pixels" else 2)
     np.testing.assert_allclose(out_fast[1], out_reference[1], rtol=tolerance)
     # after a NaN, the work arrays of the step it stopped in differ: the twin stops before its
     # backward pass, and its dense products spread the NaN through W's pruned zeros (0 x NaN);
-    # θ, its gradient and the moments must not
-    compared = args_fast if images == "pixels" else args_fast[-4:]
-    for a, b in zip(flat(compared), flat(args_reference[-len(compared):])):
-        if isinstance(a, np.ndarray):
-            np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance)
-    assert not np.array_equal(args_fast[-4], before[-4])   # it trained
+    # θ, its gradient and the optimizer's state must not
+    theta = 18                                                   # θ, then its gradient, then the optimizer's
+    compared = range(len(args_fast)) if images == "pixels" else range(theta, len(args_fast))
+    for i in compared:
+        for a, b in zip(flat([args_fast[i]]), flat([args_reference[i]])):
+            if isinstance(a, np.ndarray):
+                np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance)
+    assert not np.array_equal(args_fast[theta], before[theta])   # it trained

@@ -27,8 +27,8 @@ backward pass walks them by row for dL/dx, through ``row_pos[l]`` (the place in
 ``weights[l]`` of the k-th kept weight by row).
 
 Step s trains on the images ``images[index[s]] / scale`` (uint8 pixels with scale 255, or
-float images with scale 1) and ``labels[s]`` with Adam's ``step_sizes[s]`` and
-``bias2_roots[s]`` (optim.Adam.hyperparameters). When a step's loss is not finite the call
+float images with scale 1) and ``labels[s]``, then updates θ with Adam (``adam_stretch``) or
+SGD with momentum (``momentum_stretch``) as optim.py's optimizers do. When a step's loss is not finite the call
 returns before that step's update, so θ is that of the step before. The numbers are those
 of a step by step up to float rounding (dW and db are summed part by part); they do not
 depend on the number of threads.
@@ -37,7 +37,8 @@ import numpy as np
 from numba import prange
 
 from . import jit, jit_parallel, register_block
-from .core import adam_element, adam_update_numpy, gather_pixels, softmax_cross_entropy_numpy
+from .core import (adam_element, adam_update_numpy, gather_pixels, momentum_element, momentum_update_numpy,
+                   softmax_cross_entropy_numpy)
 from .sparse import transpose_into_tiles
 
 LANES = 32  # samples per part: two AVX-512 registers of float32
@@ -237,71 +238,131 @@ def adam_compact(theta, grad, m, v, step_size, beta1, beta2, eps, weight_decay, 
                                             weight_decay, bias2_root)
 
 
+@jit_parallel
+def momentum_compact(theta, grad, buf, lr, momentum, weight_decay, nesterov):
+    """``core.momentum_update`` without a mask."""
+    for q in prange(theta.size):
+        theta[q], buf[q] = momentum_element(theta[q], grad[q], buf[q], lr, momentum, weight_decay, nesterov)
+
+
 @jit
-def train_stretch(images, index, scale, labels, step_sizes, bias2_roots, beta1, beta2, eps, weight_decay, weights,
-                  biases, col_starts, col_rows, row_starts, row_cols, row_pos, rows, tiles, grad_tiles, partials,
-                  partial_w, partial_b, losses, theta, grad, m, v):
-    """``index.shape[0]`` training steps; returns (steps made, the last step's loss).
+def train_step(images, index, scale, labels, weights, biases, col_starts, col_rows, row_starts, row_cols, row_pos,
+               rows, tiles, grad_tiles, partials, partial_w, partial_b, losses, grad):
+    """One step's passes: returns its mean loss and, when that is finite, fills grad."""
+    train_parts(images, index, scale, labels, weights, biases, col_starts, col_rows, row_starts, row_cols, row_pos,
+                rows, tiles, grad_tiles, partial_w, partial_b, losses)
+    loss = 0.0
+    for part in range(losses.size):
+        loss += losses[part]
+    loss /= index.size
+    if np.isfinite(loss):
+        add_parts(partials, grad)
+    return loss
+
+
+@jit
+def adam_stretch(images, index, scale, labels, weights, biases, col_starts, col_rows, row_starts, row_cols, row_pos,
+                 rows, tiles, grad_tiles, partials, partial_w, partial_b, losses, theta, grad, m, v, step_sizes,
+                 bias2_roots, beta1, beta2, eps, weight_decay):
+    """``index.shape[0]`` training steps with Adam; returns (steps made, the last step's loss).
 
     images (N, F); index, labels (steps, batch); rows (parts, LANES, F): each part's images as
-    floats; tiles[l] (parts, in_l, LANES) for each layer's input and, last, the logits; grad_tiles[l] (parts, out_l, LANES); partials (parts, |θ|);
-    losses (parts,); m, v: Adam's moments in theta's order.
+    floats; tiles[l] (parts, in_l, LANES) for each layer's input and, last, the logits;
+    grad_tiles[l] (parts, out_l, LANES); partials (parts, |θ|); losses (parts,); m, v: Adam's
+    moments in theta's order; step s's hyperparameters as optim.Adam.hyperparameters gives them.
     """
     loss = 0.0
     for step in range(index.shape[0]):
-        train_parts(images, index[step], scale, labels[step], weights, biases, col_starts, col_rows, row_starts,
-                    row_cols, row_pos, rows, tiles, grad_tiles, partial_w, partial_b, losses)
-        loss = 0.0
-        for part in range(losses.size):
-            loss += losses[part]
-        loss /= index.shape[1]
+        loss = train_step(images, index[step], scale, labels[step], weights, biases, col_starts, col_rows,
+                          row_starts, row_cols, row_pos, rows, tiles, grad_tiles, partials, partial_w, partial_b,
+                          losses, grad)
         if not np.isfinite(loss):
             return step, loss
-        add_parts(partials, grad)
         adam_compact(theta, grad, m, v, step_sizes[step], beta1, beta2, eps, weight_decay, bias2_roots[step])
+    return index.shape[0], loss
+
+
+@jit
+def momentum_stretch(images, index, scale, labels, weights, biases, col_starts, col_rows, row_starts, row_cols,
+                     row_pos, rows, tiles, grad_tiles, partials, partial_w, partial_b, losses, theta, grad, buf, lrs,
+                     momentum, weight_decay, nesterov):
+    """``adam_stretch`` with SGD and momentum (optim.Momentum): buf, its buffer in theta's order;
+    step s at learning rate lrs[s]."""
+    loss = 0.0
+    for step in range(index.shape[0]):
+        loss = train_step(images, index[step], scale, labels[step], weights, biases, col_starts, col_rows,
+                          row_starts, row_cols, row_pos, rows, tiles, grad_tiles, partials, partial_w, partial_b,
+                          losses, grad)
+        if not np.isfinite(loss):
+            return step, loss
+        momentum_compact(theta, grad, buf, lrs[step], momentum, weight_decay, nesterov)
     return index.shape[0], loss
 
 
 # ----------------------------------------------------------------------------- NumPy twin
 
-def train_stretch_numpy(images, index, scale, labels, step_sizes, bias2_roots, beta1, beta2, eps, weight_decay,
-                        weights, biases, col_starts, col_rows, row_starts, row_cols, row_pos, rows, tiles, grad_tiles,
-                        partials, partial_w, partial_b, losses, theta, grad, m, v):
-    """Each step with dense products on W (in, out), zero outside K, made from the compact θ."""
+def train_step_numpy(images, index, scale, labels, weights, biases, col_starts, col_rows, row_starts, row_cols,
+                     row_pos, rows, tiles, grad_tiles, partials, partial_w, partial_b, losses, grad):
+    """``train_step`` with dense products on W (in, out), zero outside K, made from the compact θ."""
     layers = range(len(weights))
+    h = images[index].astype(grad.dtype) / scale                         # (N, F)
+    samples = h.shape[0]
+    for p in range(losses.size):
+        part = h[p * LANES:(p + 1) * LANES]
+        rows[p, :len(part)] = part
+    full = [dense_weights(weights[l], col_starts[l], col_rows[l], tiles[l].shape[1]) for l in layers]
+    inputs = []
+    for l in layers:
+        inputs.append(h)
+        y = h @ full[l] + biases[l]
+        h = np.maximum(y, 0) if l < len(weights) - 1 else y
+    for l, value in enumerate(inputs + [h]):
+        into_parts(value, tiles[l])
+    dy = np.empty_like(h)
+    softmax_cross_entropy_numpy(h, labels, dy)                           # dy: of the batch's mean loss
+    shifted = h - h.max(axis=1, keepdims=True)
+    each = np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(samples), labels]
+    losses[...] = [each[p * LANES:(p + 1) * LANES].sum() for p in range(losses.size)]
+    loss = losses.sum() / samples
+    if not np.isfinite(loss):
+        return loss
+    for l in reversed(layers):
+        into_parts(dy, grad_tiles[l])
+        for p in range(losses.size):
+            mine = slice(p * LANES, (p + 1) * LANES)
+            partial_b[l][p] = dy[mine].sum(axis=0)
+            partial_w[l][p] = compact(inputs[l][mine].T @ dy[mine], col_starts[l], col_rows[l])
+        dy = (dy @ full[l].T) * (inputs[l] > 0)
+    grad[...] = partials.sum(axis=0)
+    return loss
+
+
+def adam_stretch_numpy(images, index, scale, labels, weights, biases, col_starts, col_rows, row_starts, row_cols,
+                       row_pos, rows, tiles, grad_tiles, partials, partial_w, partial_b, losses, theta, grad, m, v,
+                       step_sizes, bias2_roots, beta1, beta2, eps, weight_decay):
     loss = 0.0
     for step in range(index.shape[0]):
-        h = images[index[step]].astype(theta.dtype) / scale              # (N, F)
-        samples = h.shape[0]
-        for p in range(losses.size):
-            part = h[p * LANES:(p + 1) * LANES]
-            rows[p, :len(part)] = part
-        full = [dense_weights(weights[l], col_starts[l], col_rows[l], tiles[l].shape[1]) for l in layers]
-        inputs = []
-        for l in layers:
-            inputs.append(h)
-            y = h @ full[l] + biases[l]
-            h = np.maximum(y, 0) if l < len(weights) - 1 else y
-        for l, value in enumerate(inputs + [h]):
-            into_parts(value, tiles[l])
-        dy = np.empty_like(h)
-        softmax_cross_entropy_numpy(h, labels[step], dy)                  # dy: of the batch's mean loss
-        shifted = h - h.max(axis=1, keepdims=True)
-        each = np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(samples), labels[step]]
-        losses[...] = [each[p * LANES:(p + 1) * LANES].sum() for p in range(losses.size)]
-        loss = losses.sum() / samples
+        loss = train_step_numpy(images, index[step], scale, labels[step], weights, biases, col_starts, col_rows,
+                                row_starts, row_cols, row_pos, rows, tiles, grad_tiles, partials, partial_w, partial_b,
+                                losses, grad)
         if not np.isfinite(loss):
             return step, loss
-        for l in reversed(layers):
-            into_parts(dy, grad_tiles[l])
-            for p in range(losses.size):
-                mine = slice(p * LANES, (p + 1) * LANES)
-                partial_b[l][p] = dy[mine].sum(axis=0)
-                partial_w[l][p] = compact(inputs[l][mine].T @ dy[mine], col_starts[l], col_rows[l])
-            dy = (dy @ full[l].T) * (inputs[l] > 0)
-        grad[...] = partials.sum(axis=0)
         adam_update_numpy(theta, grad, m, v, np.ones_like(theta), step_sizes[step], beta1, beta2, eps, weight_decay,
                           bias2_roots[step])
+    return index.shape[0], loss
+
+
+def momentum_stretch_numpy(images, index, scale, labels, weights, biases, col_starts, col_rows, row_starts, row_cols,
+                           row_pos, rows, tiles, grad_tiles, partials, partial_w, partial_b, losses, theta, grad, buf,
+                           lrs, momentum, weight_decay, nesterov):
+    loss = 0.0
+    for step in range(index.shape[0]):
+        loss = train_step_numpy(images, index[step], scale, labels[step], weights, biases, col_starts, col_rows,
+                                row_starts, row_cols, row_pos, rows, tiles, grad_tiles, partials, partial_w, partial_b,
+                                losses, grad)
+        if not np.isfinite(loss):
+            return step, loss
+        momentum_update_numpy(theta, grad, buf, np.ones_like(theta), lrs[step], momentum, weight_decay, nesterov)
     return index.shape[0], loss
 
 
@@ -327,5 +388,6 @@ def into_parts(value, parts):
 
 
 TWINS = [
-    (train_stretch, train_stretch_numpy),
+    (adam_stretch, adam_stretch_numpy),
+    (momentum_stretch, momentum_stretch_numpy),
 ]
