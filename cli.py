@@ -115,8 +115,8 @@ def bench(net, densities, seconds, as_json, sparse, compare, compare_torch, torc
     click.echo("\n".join(benchmark.describe(results, compared=len(modes) == 2)))
     if sparse == "auto" and min(values) < calibration.ASK_BELOW:
         measured = calibration.thresholds()
-        click.echo(f"sparse thresholds: train below density {measured.train:.3f}, evaluate below "
-                   f"{measured.evaluation:.3f} ({measured.source})")
+        click.echo(f"sparse thresholds: train below density {measured.train:.3f} (a stack such as Lenet below "
+                   f"{measured.stack:.3f}), evaluate below {measured.evaluation:.3f} ({measured.source})")
     if benchmark.blas_note():
         click.echo(benchmark.blas_note())
 

@@ -40,12 +40,13 @@ MARGIN = 0.9  # the thresholds sit this fraction of the way to the measured brea
 ASK_BELOW = 0.5  # sparse.compress asks only when some layer is sparser than this
 ENVIRONMENT = "MINILOTTERY_SPARSE_THRESHOLDS"
 CACHE_FILE = "sparse-thresholds.json"
-VERSION = 8  # part of the signature: a change to how calibrate() measures makes it measure again
+VERSION = 9  # part of the signature: a change to how calibrate() measures makes it measure again
 
 
 class Thresholds(NamedTuple):
     train: float       # train a layer sparse below this density
     evaluation: float  # evaluate it with the sparse kernel below this one (else BLAS on the masked W)
+    stack: float       # train a stack (Lenet) sparse, as stretch.py's stretches, below this density of its first layer
     source: str = ""   # where they came from, for bench's report
 
 
@@ -78,15 +79,23 @@ def signature():
 
 
 def fixed(text):
-    """Thresholds from MINILOTTERY_SPARSE_THRESHOLDS=TRAIN,EVALUATION."""
+    """Thresholds from MINILOTTERY_SPARSE_THRESHOLDS=TRAIN,EVALUATION[,STACK] (STACK: TRAIN if not given)."""
     try:
-        train, evaluation = (float(part) for part in text.split(","))
+        values = [float(part) for part in text.split(",")]
     except ValueError:
-        train = evaluation = -1.0
-    if not (0 <= train <= 1 and 0 <= evaluation <= 1):
+        values = []
+    if len(values) not in (2, 3) or not all(0 <= value <= 1 for value in values):
         raise ValueError(f"{ENVIRONMENT}={text!r}: give two densities between 0 and 1, for training and "
-                         f"evaluation, e.g. {ENVIRONMENT}=0.12,0.06, or unset it to measure them")
-    return Thresholds(train, evaluation, f"fixed by {ENVIRONMENT}")
+                         f"evaluation, and optionally a third for a stack, e.g. {ENVIRONMENT}=0.12,0.06 or "
+                         f"0.12,0.06,0.3, or unset it to measure them")
+    return Thresholds(*as_three(values), f"fixed by {ENVIRONMENT}")
+
+
+def as_three(values):
+    """(train, evaluation, stack) from two or three thresholds: a run's config.json from before
+    stacks had a threshold of their own holds two, and its stacks went by the training one."""
+    values = tuple(float(value) for value in values)
+    return values if len(values) == 3 else (*values, values[0])
 
 
 def thresholds():
@@ -116,7 +125,7 @@ def _cached(key):
     path = cache_folder() / CACHE_FILE
     try:
         entry = files.read_json(path)[key]
-        return Thresholds(float(entry["train"]), float(entry["evaluation"]),
+        return Thresholds(float(entry["train"]), float(entry["evaluation"]), float(entry["stack"]),
                           f"measured {entry['measured']}, cached in {path}")
     except (files.RunFileError, OSError, KeyError, TypeError, ValueError, AttributeError):
         return None  # no file, no entry for this machine, or a damaged file: measure afresh
@@ -136,7 +145,8 @@ def _measure_and_keep(key):
         where = f"cached in {path}"
     except (files.RunFileError, OSError):
         where = f"not cached: {path} is not writable"  # measured again by the next process
-    return Thresholds(measured["train"], measured["evaluation"], f"measured {measured['measured']}, {where}")
+    return Thresholds(measured["train"], measured["evaluation"], measured["stack"],
+                      f"measured {measured['measured']}, {where}")
 
 
 def break_even(densities, sparse_seconds, dense_seconds):
@@ -159,23 +169,30 @@ def seconds_per_call(work, calls):
 
 
 def calibrate(grid=GRID, steps=10, repeats=5):
-    """Time Lenet dense and sparse at every density of ``grid``: a dict with both thresholds."""
-    from . import datasets, nets, optim
+    """Time Lenet dense and sparse at every density of ``grid``: a dict with the three thresholds."""
+    from . import datasets, hparams, nets, optim, train
     from .losses import softmax_cross_entropy
     rng = np.random.default_rng(0)
     # MNIST's own images: the dense path skips their zeros (kernels/sparse_input.py), random ones it would not
-    images = datasets.load("mnist").x_train
-    x, labels = images[rng.choice(len(images), 60, replace=False)], rng.integers(0, 10, 60)
+    mnist = datasets.load("mnist")
+    images = mnist.x_train
+    chosen = rng.choice(len(images), 60, replace=False)
+    x, labels = images[chosen], rng.integers(0, 10, 60)
     x_eval = images[rng.choice(len(images), 1000, replace=False)]
     net = nets.build("lenet", seed=0, sparse="off")
     optimizer = optim.Adam(net)
+    # whole steps as a run trains them (Trainer.steps): a stretch of the stack (stretch.py) when
+    # sparse, the dense path's steps otherwise
+    few = datasets.Dataset("calibration", x, labels, x[:0], labels[:0], x[:0], labels[:0],
+                           train_pixels=mnist.train_pixels[chosen])
+    trainer = train.Trainer(net, few, hparams.defaults("lenet"), seed=0)
 
     def train_step():
         _, dlogits = softmax_cross_entropy(net.forward(x, train=True), labels)
         net.backward(dlogits)
         optimizer.step(1e-3)
 
-    seconds = {(kind, mode): [] for kind in ("train", "evaluation") for mode in ("on", "off")}
+    seconds = {(kind, mode): [] for kind in ("train", "evaluation", "stretch") for mode in ("on", "off")}
     for density in grid:
         net.set_mask({name: (rng.random(mask.shape) < density).astype(net.dtype) for name, mask in net.masks.items()})
         fastest = {}
@@ -194,12 +211,17 @@ def calibrate(grid=GRID, steps=10, repeats=5):
                 # a layer evaluated through BLAS runs on one OpenBLAS thread (nets.Network.sparse_cores)
                 with net.sparse_cores():
                     evaluation = seconds_per_call(lambda: net.forward(x_eval), 3)
+                net.set_sparse(mode)                       # the stack back, for a stretch
+                trainer.steps(1)                           # untimed, as above
+                stretch = seconds_per_call(lambda: trainer.steps(steps), 1) / steps
                 fastest["train", mode] = min(train, fastest.get(("train", mode), np.inf))
                 fastest["evaluation", mode] = min(evaluation, fastest.get(("evaluation", mode), np.inf))
+                fastest["stretch", mode] = min(stretch, fastest.get(("stretch", mode), np.inf))
         for key, value in fastest.items():
             seconds[key].append(value)
     return {"train": break_even(grid, seconds["train", "on"], seconds["train", "off"]),
             "evaluation": break_even(grid, seconds["evaluation", "on"], seconds["evaluation", "off"]),
+            "stack": break_even(grid, seconds["stretch", "on"], seconds["stretch", "off"]),
             "measured": datetime.date.today().isoformat(), "densities": list(grid),
             "seconds": {f"{kind} {'sparse' if mode == 'on' else 'dense'}": values
                         for (kind, mode), values in seconds.items()}}

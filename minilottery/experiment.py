@@ -134,7 +134,7 @@ class Experiment:
         elif kept is not None:
             self.sparse_thresholds = tuple(float(value) for value in kept)
         else:
-            self.sparse_thresholds = tuple(calibration.thresholds_on(cores)[:2])
+            self.sparse_thresholds = tuple(calibration.thresholds_on(cores)[:3])
         return self
 
     def build(self, seed, input_shape):

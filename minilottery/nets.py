@@ -39,7 +39,7 @@ class Network:
 
     def __init__(self, name, layers, seed=0, dtype=np.float32, sparse="auto", sparse_thresholds=None):
         self.name, self.layers, self.dtype = name, layers, np.dtype(dtype)
-        self.sparse_thresholds = sparse_thresholds  # (train, evaluation) for "auto"; None: calibration.py's
+        self.sparse_thresholds = sparse_thresholds  # (train, evaluation[, stack]) for "auto"; None: calibration.py's
         self.leaves = [leaf for layer_name, layer in layers for leaf in named_leaves(layer_name, layer)]
         # Dropout draws from one generator per network so that a checkpoint can save it.
         self.dropout_rng = np.random.default_rng([seed, 1])
@@ -223,7 +223,7 @@ class Network:
 def build(name, seed=0, input_shape=None, dropout=0.0, dtype=np.float32, sparse="auto", sparse_thresholds=None):
     """Network ``name`` with θ₀ drawn from ``seed``; input_shape is (C, H, W) of one image;
     ``sparse`` ("auto", "on", "off"): see ``Network.set_sparse``; ``sparse_thresholds``
-    (train, evaluation) fixes the densities "auto" switches at (default: measured, calibration.py)."""
+    (train, evaluation[, stack]) fixes the densities "auto" switches at (default: measured, calibration.py)."""
     if name not in BUILDERS:
         raise ValueError(f"unknown network {name!r}; choose one of {', '.join(BUILDERS)}")
     input_shape = tuple(input_shape) if input_shape is not None else (MNIST_SHAPE if name == "lenet" else CIFAR_SHAPE)

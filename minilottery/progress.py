@@ -5,6 +5,7 @@ stdout, one line each, so that they can be read in a log or piped.
 """
 import click
 
+from . import calibration
 from .train import Timer, format_eta
 
 
@@ -103,10 +104,10 @@ def print_table_header(experiment, executor, folder):
     click.echo(f"imp {hp.net} on {hp.dataset}: {experiment.rounds} rounds x {experiment.trials} trial(s), "
                f"{hp.iterations:,} iterations each, on {executor.description}; run folder {folder.root}")
     if experiment.sparse_thresholds is not None:  # fixed in config.json when the run started
-        train, evaluation = experiment.sparse_thresholds
-        click.echo(f"fully connected layers train on the sparse kernels below density {train:.2f}, and evaluate "
-                   f"on them below {evaluation:.2f} (fixed in config.json when the run started: "
-                   "docs/performance-sparse.md)")
+        train, evaluation, stack = calibration.as_three(experiment.sparse_thresholds)
+        click.echo(f"fully connected layers train on the sparse kernels below density {train:.2f} ({stack:.2f} for "
+                   f"a stack such as Lenet), and evaluate on them below {evaluation:.2f} (fixed in config.json when "
+                   "the run started: docs/performance-sparse.md)")
     click.echo(("trial " if experiment.trials > 1 else "") + "round |   Pm %  | branch  "
                "early-stop it  test acc there")
 

@@ -205,16 +205,16 @@ def use_sparse(mode, density, train_threshold=0.0):
 
 
 def thresholds(net, mode):
-    """(train, evaluation) thresholds for ``mode``: the network's own (an imp run fixes them in
-    its config.json), else measured, and only when "auto" meets a sparse enough mask."""
+    """(train, evaluation, stack) thresholds for ``mode``: the network's own (an imp run fixes
+    them in its config.json), else measured, and only when "auto" meets a sparse enough mask."""
     if mode != "auto":
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0
     if net.sparse_thresholds is not None:
-        return tuple(net.sparse_thresholds)
+        return calibration.as_three(net.sparse_thresholds)
     densities = [float(net.masks[f"{name}.weight"].mean()) for name, leaf in net.leaves if isinstance(leaf, Dense)]
     if not densities or min(densities) >= calibration.ASK_BELOW:
-        return 0.0, 0.0  # nothing here is sparse enough to be worth asking
-    return calibration.thresholds()[:2]
+        return 0.0, 0.0, 0.0  # nothing here is sparse enough to be worth asking
+    return calibration.thresholds()[:3]
 
 
 def compress(net, mode):
@@ -224,16 +224,17 @@ def compress(net, mode):
     usual dense masked pass (no layer is sparse enough for walking kept positions).
     """
     dense_spans, kept, cursor = [], [], 0
-    train_threshold, evaluation_threshold = thresholds(net, mode)
+    train_threshold, evaluation_threshold, stack_threshold = thresholds(net, mode)
     # Lenet's passes already run under net.sparse_cores(); a Winograd network's run under its
     # pool's, so there each sparse kernel enters net.sparse_cores() itself
     cores = net.sparse_cores if net.pool_threads else contextlib.nullcontext
     fully_connected = [(leaf_name, leaf) for leaf_name, leaf in net.leaves if isinstance(leaf, Dense)]
-    # A stack whose first layer trains sparse trains all its layers sparse, so that it runs as a
-    # SparseStack: the later ones are small (Lenet's fc2 and fc3 hold 12% of its weights), and
-    # under the paper's rates the output layer, pruned at half the rate, stays above the threshold
+    # A stack whose first layer is below the stack threshold trains all its layers sparse, as a
+    # SparseStack, whose training runs in stretches (stretch.py), cheaper than its layers one at a
+    # time: the later ones are small (Lenet's fc2 and fc3 hold 12% of its weights), and under the
+    # paper's rates the output layer, pruned at half the rate, stays denser than the first
     whole_stack = (stackable(net) and bool(fully_connected)
-                   and use_sparse(mode, float(net.masks[f"{fully_connected[0][0]}.weight"].mean()), train_threshold))
+                   and use_sparse(mode, float(net.masks[f"{fully_connected[0][0]}.weight"].mean()), stack_threshold))
     for leaf_name, leaf in fully_connected:
         name = f"{leaf_name}.weight"
         mask = net.masks[name]

@@ -16,7 +16,7 @@ def measuring(monkeypatch, tmp_path):
 
     def fake_calibrate():
         calls.append(threads.WORKERS)
-        return {"train": 0.25, "evaluation": 0.125, "measured": "2026-12-02"}
+        return {"train": 0.25, "evaluation": 0.125, "stack": 0.35, "measured": "2026-12-02"}
 
     monkeypatch.setattr(calibration, "calibrate", fake_calibrate)
     return calls
@@ -57,8 +57,10 @@ def test_a_damaged_or_unwritable_cache_is_measured_again_without_failing(measuri
 
 def test_fixed_thresholds_and_a_clear_error_for_bad_ones(monkeypatch):
     monkeypatch.setenv(calibration.ENVIRONMENT, "0.3,0.1")
-    assert calibration.thresholds()[:2] == (0.3, 0.1)
-    for bad in ("0.3", "high,low", "0.3,2"):
+    assert calibration.thresholds()[:3] == (0.3, 0.1, 0.3)      # a stack goes by the training threshold
+    monkeypatch.setenv(calibration.ENVIRONMENT, "0.3,0.1,0.4")
+    assert calibration.thresholds()[:3] == (0.3, 0.1, 0.4)
+    for bad in ("0.3", "high,low", "0.3,2", "0.3,0.1,0.2,0.1"):
         monkeypatch.setenv(calibration.ENVIRONMENT, bad)
         with pytest.raises(ValueError, match="two densities between 0 and 1"):
             calibration.thresholds()
@@ -71,8 +73,15 @@ def test_the_network_follows_the_measured_thresholds(measuring):
     layers = dict(net.layers)
     assert measuring and all(layers[name].sparse is not None for name in ("fc1", "fc2", "fc3"))
     assert layers["fc1"].sparse.blas_evaluation
-    net.set_mask(bench.random_mask(net, 0.3))
-    assert layers["fc1"].sparse is None
+    net.set_mask(bench.random_mask(net, 0.3))  # above 0.25 but below the stack's 0.35: Lenet trains as a stack
+    assert all(layers[name].sparse is not None for name in ("fc1", "fc2", "fc3")) and net.sparse_stack is not None
+    net.set_mask(bench.random_mask(net, 0.4))
+    assert layers["fc1"].sparse is None and net.sparse_stack is None
+    conv = nets.build("conv2", seed=0)           # a conv net's fc layers go by the training threshold
+    conv.set_mask(bench.random_mask(conv, 0.3))
+    assert not any(getattr(leaf, "sparse", None) for _, leaf in conv.leaves)
+    conv.set_mask(bench.random_mask(conv, 0.2))
+    assert dict(conv.layers)["fc1"].sparse is not None
 
 
 def test_a_real_calibration_finds_sparse_faster_at_one_percent():
@@ -93,15 +102,17 @@ def test_a_real_calibration_finds_sparse_faster_at_one_percent():
 
 def test_sparse_and_dense_are_timed_in_turn_and_the_fastest_kept(monkeypatch):
     """The machine's speed moves from second to second: each mode is timed beside the other."""
-    modes, timings = [], iter([9, 9, 9, 9, 5, 6, 7, 8, 9, 9, 9, 9] * 2)  # (train, evaluation), sparse then dense
+    modes, timings = [], iter([9, 9, 9, 9, 9, 9, 5, 6, 4, 7, 8, 3, 9, 9, 9, 9, 9, 9] * 2)  # (train, evaluation,
+    # steps as a run makes them), sparse then dense
     monkeypatch.setattr(nets.Network, "set_sparse", lambda net, mode: modes.append(mode) or setattr(net, "sparse", mode)
                         or setattr(net, "sparse_leaves", []) or setattr(net, "sparse_update", None)
                         or setattr(net, "sparse_stack", None))
     monkeypatch.setattr(calibration, "seconds_per_call", lambda work, calls: float(next(timings)))
     measured = calibration.calibrate(grid=(0.1, 0.2), steps=1, repeats=3)
-    assert modes[-6:] == ["on", "off"] * 3
+    assert modes[-12:] == ["on", "on", "off", "off"] * 3
     assert measured["seconds"]["train sparse"] == [5.0] * 2 and measured["seconds"]["evaluation sparse"] == [6.0] * 2
     assert measured["seconds"]["train dense"] == [7.0] * 2 and measured["seconds"]["evaluation dense"] == [8.0] * 2
+    assert measured["seconds"]["stretch sparse"] == [4.0] * 2 and measured["seconds"]["stretch dense"] == [3.0] * 2
 
 
 def test_a_network_with_its_own_thresholds_measures_nothing(measuring):

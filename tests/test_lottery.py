@@ -245,17 +245,17 @@ def test_a_run_keeps_the_sparse_thresholds_it_started_with(tmp_path, monkeypatch
     """Measured (here: fixed by conftest.py) when the run starts, kept in config.json, and used
     again on resume whatever the machine would measure now; a run from before: the old constants."""
     assert invoke("--rounds", "0", "--iterations", "20", "--out", str(tmp_path)).exit_code == 0
-    assert files.read_json(tmp_path / "config.json")["sparse_thresholds"] == [0.12, 0.06]
-    monkeypatch.setenv("MINILOTTERY_SPARSE_THRESHOLDS", "0.3,0.2")  # another machine's measurement
+    assert files.read_json(tmp_path / "config.json")["sparse_thresholds"] == [0.12, 0.06, 0.12]
+    monkeypatch.setenv("MINILOTTERY_SPARSE_THRESHOLDS", "0.3,0.2,0.4")  # another machine's measurement
     assert invoke("--rounds", "1", "--iterations", "20", "--out", str(tmp_path)).exit_code == 0
     config = files.read_json(tmp_path / "config.json")
-    assert config["sparse_thresholds"] == [0.12, 0.06]
+    assert config["sparse_thresholds"] == [0.12, 0.06, 0.12]
     experiment = lottery.Experiment.from_config(config)
-    assert experiment.build(0, (1, 28, 28)).sparse_thresholds == (0.12, 0.06)  # what every job builds
+    assert experiment.build(0, (1, 28, 28)).sparse_thresholds == (0.12, 0.06, 0.12)  # what every job builds
     del config["sparse_thresholds"]  # as an older minilottery wrote it
     assert lottery.Experiment(experiment.hp).settle_sparse_thresholds(config).sparse_thresholds == (0.12, 0.06)
     fresh = lottery.Experiment(experiment.hp).settle_sparse_thresholds(None)
-    assert fresh.sparse_thresholds == (0.3, 0.2)  # a new run measures (the environment fixes it here)
+    assert fresh.sparse_thresholds == (0.3, 0.2, 0.4)  # a new run measures (the environment fixes it here)
     assert lottery.Experiment(experiment.hp, sparse="off").settle_sparse_thresholds(None).sparse_thresholds is None
 
 

@@ -186,7 +186,7 @@ def test_a_wrong_sparse_gradient_fails_the_check(rng, monkeypatch, stack):
 def test_auto_picks_sparse_below_the_threshold_and_set_mask_rebuilds():
     net = nets.build("lenet", seed=0)                     # sparse="auto"
     assert net.sparse_update is None                      # dense network: dense path
-    train_threshold, evaluation_threshold, _ = calibration.thresholds()  # fixed in conftest.py
+    train_threshold, evaluation_threshold, _, _ = calibration.thresholds()  # fixed in conftest.py
     mask = bench.random_mask(net, evaluation_threshold / 2)
     mask["fc1.weight"][...] = 1                           # one layer above the threshold
     net.set_mask(mask)
