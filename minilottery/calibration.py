@@ -10,10 +10,12 @@ MNIST images) with every layer at each density of ``GRID``, through the dense pa
 sparse kernels, one training step and one evaluation batch of 1,000 at a time, and
 takes the density at which the two cost the same (a straight line through the sparse
 timings against the dense path's median), less a margin for noise. That takes about
-two seconds. The sparse timings are of Lenet's layers one at a time, as a conv net's Dense
-layers run, although Lenet itself then trains as one ``sparse.SparseStack``: timed as a
-stack, the break-even rose from 0.145-0.148 to 0.197 on two cores, and Conv-2's fc layers
-trained at 0.17 0.89x as fast as dense. One threshold for both takes the lower.
+four seconds. Those sparse timings are of Lenet's layers one at a time, as a conv net's Dense
+layers run (timed as a stack, the break-even rose from 0.145-0.148 to 0.197 on two cores, and
+Conv-2's fc layers trained at 0.17 0.89x as fast as dense). Lenet itself trains as one
+``sparse.SparseStack``, in stretches of steps (stretch.py), far cheaper than its layers one
+at a time: a third threshold, for a stack, is where whole steps as ``Trainer.steps`` makes
+them break even, a stretch against the dense path's steps (0.225 against 0.144 on two cores).
 
 The result is kept in a small JSON file, ``sparse-thresholds.json`` in minilottery's
 cache folder (``$MINILOTTERY_CACHE``, else ``$XDG_CACHE_HOME/minilottery``, else
@@ -21,7 +23,8 @@ cache folder (``$MINILOTTERY_CACHE``, else ``$XDG_CACHE_HOME/minilottery``, else
 kernels, cores in use, and the version of this calibration. A later process with the
 same signature reads it; another machine, another BLAS or another core count measures
 afresh. Delete the file to measure again; set ``MINILOTTERY_SPARSE_THRESHOLDS=TRAIN,EVALUATION``
-(for instance 0.12,0.06) to fix both instead, as the tests do.
+(for instance 0.12,0.06; the stack then goes by TRAIN) or ``TRAIN,EVALUATION,STACK`` to fix
+them instead, as the tests do.
 """
 import datetime
 import os

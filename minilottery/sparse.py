@@ -6,7 +6,8 @@ as a dense W times a mask m, a ticket at Pm = 5% costs as much as the dense netw
 
 Within an IMP round m is fixed. So once per mask (``Network.set_mask``) every Dense
 layer below the training threshold (under ``sparse="auto"``; the threshold is measured on
-the machine by calibration.py; in Lenet, every layer once its first is below it) or every
+the machine by calibration.py; in Lenet, every layer once its first is below the stack's own
+threshold) or every
 layer (under "on") gets a ``SparseDense``: the
 positions of its kept weights K = {(i, j) : m[i, j] = 1}, indexed by column and by row.
 From then on a training step touches only K:
@@ -17,8 +18,9 @@ From then on a training step touches only K:
     optimizer   Adam / momentum walk only the flat positions of K (``SparseUpdate``)
 
 A network made of Dense layers with ReLU between them (Lenet) whose layers are all sparse
-runs each training pass as one kernel call instead (``SparseStack``): the same sums up to
-float rounding, without a call per layer and the ReLU layers' own passes.
+runs each pass as one kernel call instead (``SparseStack``): the same sums up to float
+rounding, without a call per layer and the ReLU layers' own passes; and a run trains it a
+stretch of steps at a time (stretch.py).
 
 W and dW are not copied: the kernels (kernels/sparse_stack.py) read and write them where
 they live, in the network's flat buffers, so ``net.params`` is always exact (pruned
@@ -41,10 +43,10 @@ from .layers import Dense, Flatten, ReLU
 MODES = ("auto", "on", "off")
 
 # A Dense layer is trained sparse under "auto" when its density (kept / all weights) is
-# below the training threshold, or when it belongs to a stack whose first layer is
-# (``compress``); evaluation batches (train=False, more than one tile) use
+# below the training threshold, or when it belongs to a stack whose first layer is below
+# the stack threshold (``compress``); evaluation batches (train=False, more than one tile) use
 # the sparse kernel only below the evaluation threshold and otherwise BLAS on the masked
-# W (exactly 0 at pruned entries: the same numbers). Both are measured on the machine
+# W (exactly 0 at pruned entries: the same numbers). All three are measured on the machine
 # by calibration.py, once, and cached: where BLAS and these kernels break even depends
 # on the BLAS, its kernels and the cores it runs on. (On the Zen 5 machine of
 # docs/performance-sparse.md they were 0.13 and 0.065, on two idle cores.)
