@@ -51,8 +51,8 @@ class SparseStretch:
         self.biases = tuple(self.theta[start:stop] for start, stop in parts[1::2])
         self.partial_w = tuple(self.partials[:, start:stop] for start, stop in parts[0::2])
         self.partial_b = tuple(self.partials[:, start:stop] for start, stop in parts[1::2])
-        self.by_column = tuple(tuple(getattr(layer, name) for layer in stack.layers) for name in ("col_start", "col_rows"))
-        self.by_row = tuple(tuple(getattr(layer, name) for layer in stack.layers) for name in ("row_start", "row_cols"))
+        self.by_column, self.by_row = (tuple(tuple(getattr(layer, name) for layer in stack.layers) for name in names)
+                                       for names in (("col_start", "col_rows"), ("row_start", "row_cols")))
         # the place by column (theta's order) of each layer's k-th kept weight by row
         self.row_pos = tuple(by_row_to_by_column(layer) for layer in stack.layers)
         sizes = [layer.inputs for layer in stack.layers] + [stack.layers[-1].outputs]
@@ -101,8 +101,8 @@ def by_row_to_by_column(layer):
 def for_trainer(trainer, current=None):
     """The SparseStretch that trains ``trainer``'s steps, or None where they are made one by one:
     a network that is not a SparseStack now, an optimizer of another kind, augmented images, or
-    images of another precision than the network's (a step would compute in theirs). ``current``: the one made last time, kept
-    while the network's stack is the same."""
+    images of another precision than the network's (a step would compute in theirs).
+    ``current``: the one made last time, kept while the network's stack is the same."""
     net, batches = trainer.net, trainer.batches
     stack = net.sparse_stack
     if stack is None or not isinstance(trainer.optimizer, (optim.Adam, optim.Momentum)) or trainer.hp.augment:

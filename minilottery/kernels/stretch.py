@@ -12,7 +12,7 @@ cut into parts of ``LANES`` (32), and one iteration of a parallel loop takes its
 through the whole step, gather, forward pass, loss and backward pass, touching only its
 own samples' activations (``tiles[l][part]``, (in_l, LANES): the batch in the vector
 dimension, as in kernels/sparse.py). Its gradient is the part's sum (``partials[part]``);
-the parts' sums are added, in order, and Adam updates θ: two parallel loops a step.
+the parts' sums are added, in order, and the optimizer updates θ: two parallel loops a step.
 
 θ is *compact*: the stack's kept weights and its biases, layer after layer, each layer's
 weights in the order of its columns (kernels/sparse.py's ``col_*`` index), then its
@@ -28,10 +28,15 @@ backward pass walks them by row for dL/dx, through ``row_pos[l]`` (the place in
 
 Step s trains on the images ``images[index[s]] / scale`` (uint8 pixels with scale 255, or
 float images with scale 1) and ``labels[s]``, then updates θ with Adam (``adam_stretch``) or
-SGD with momentum (``momentum_stretch``) as optim.py's optimizers do. When a step's loss is not finite the call
-returns before that step's update, so θ is that of the step before. The numbers are those
-of a step by step up to float rounding (dW and db are summed part by part); they do not
-depend on the number of threads.
+SGD with momentum (``momentum_stretch``) as optim.py's optimizers do. When a step's loss is
+not finite the call returns before that step's update, so θ is that of the step before. The
+numbers are those of a step by step up to float rounding (dW and db are summed part by part);
+they do not depend on the number of threads.
+
+Loops over a part's 32 lanes take two weights a round (four dot products): LLVM unrolls a
+loop of 32 iterations whole before its loop vectoriser sees it, and Numba leaves the SLP
+vectoriser, which would pack the unrolled copies, switched off (numba/numba#8852), so one
+weight a round ran as 32 scalar instructions, 6x slower.
 """
 import numpy as np
 from numba import prange
@@ -68,7 +73,7 @@ def forward_part(h, w, b, starts, rows, out, count, relu):
             acc[0, t] = zero
             acc[1, t] = zero
         k, end = starts[j], starts[j + 1]
-        # two weights a round: one at a time, LLVM vectorised the loop over k instead (6x slower)
+        # two weights a round: one at a time, the loop over t ran scalar (the module's docstring)
         while k + 1 < end:
             w0, w1, i0, i1 = w[k], w[k + 1], rows[k], rows[k + 1]
             for t in range(LANES):
