@@ -71,7 +71,7 @@ def measure(net_name, density=1.0, seconds=20.0, data=None, hp=None, peer=None, 
     step = seconds_per_call(lambda: trainer.steps(1), 0.0, least=2)  # to size the blocks
     (x_val, y_val), (x_test, y_test) = trainer.evaluation_sets()  # in the order a run evaluates them
     x_eval, y_eval = np.concatenate([x_val, x_test]), np.concatenate([y_val, y_test])
-    per_image = seconds_per_call(lambda: train.evaluate(net, x_eval[:1000], y_eval[:1000]), 0.0, least=2) / 1000
+    per_image = seconds_per_call(lambda: trainer.evaluate(x_eval[:1000], y_eval[:1000]), 0.0, least=2) / 1000
     turn = seconds / turns
     block = hp.eval_every if hp.eval_every * step <= turn / 4 else max(1, int(turn / 4 / step))
     evaluated = len(x_eval) if len(x_eval) * per_image <= turn / 4 else 1000
@@ -86,7 +86,7 @@ def measure(net_name, density=1.0, seconds=20.0, data=None, hp=None, peer=None, 
             start = time.perf_counter()
             trainer.steps(block)  # as a run trains between evaluations
             trained = time.perf_counter()
-            train.evaluate(net, x_eval[:evaluated], y_eval[:evaluated])  # what a run does every eval_every steps
+            trainer.evaluate(x_eval[:evaluated], y_eval[:evaluated])  # what a run does every eval_every steps
             done = time.perf_counter()
             train_rates.append(block * hp.batch_size / (trained - start))
             eval_rates.append(evaluated / (done - trained))
@@ -306,7 +306,7 @@ def branch_seconds(hp, input_shape, budget=2.0, sparse="auto", data=None, start_
         trainer.steps(chunk)
         steps += chunk
     step = seconds_per_call(lambda: trainer.steps(chunk), budget / 2) / chunk
-    train.evaluate(net, x_eval, y_eval)
-    per_image = seconds_per_call(lambda: train.evaluate(net, x_eval, y_eval), budget / 2) / len(x_eval)
+    trainer.evaluate(x_eval, y_eval)
+    per_image = seconds_per_call(lambda: trainer.evaluate(x_eval, y_eval), budget / 2) / len(x_eval)
     seconds = branch_time(hp, hp.batch_size / step, 1 / per_image)
     return seconds, {"step_s": step, "eval_s_per_image": per_image, "warm_up_steps": steps}

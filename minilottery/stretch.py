@@ -59,6 +59,7 @@ class SparseStretch:
         self.rows = np.zeros((len(self.losses), kernels.LANES, sizes[0]), net.dtype)
         self.tiles = tuple(aligned_zeros((len(self.losses), size, kernels.LANES), net.dtype) for size in sizes)
         self.grad_tiles = tuple(aligned_zeros((len(self.losses), size, kernels.LANES), net.dtype) for size in sizes[1:])
+        self.evaluation_tiles = None  # (parts, in_l, LANES) for an evaluation batch, made at the first
 
     def run(self, trainer, count):
         """``count`` steps of ``trainer``; returns (steps made, the last loss). Fewer steps were
@@ -88,6 +89,30 @@ class SparseStretch:
         optimizer.t += done
         net.forward_done = False  # the layers' caches do not hold this stretch's last pass
         return done, float(loss)
+
+
+    def evaluate(self, x, y, batch):
+        """Mean loss and accuracy of the network on (x, y), in batches of ``batch`` images, each
+        split into parts of 32 across the cores as a training step is (kernels/stretch.py):
+        what ``train.evaluate`` gives, up to float rounding."""
+        net = self.net
+        self.theta[...] = net.flat_params[self.update.kept]
+        parts = kernels.part_count(min(batch, len(x)))
+        sizes = [layer.inputs for layer in self.stack.layers] + [self.stack.layers[-1].outputs]
+        if self.evaluation_tiles is None or self.evaluation_tiles[0].shape[0] < parts:
+            self.evaluation_tiles = tuple(aligned_zeros((parts, size, kernels.LANES), net.dtype) for size in sizes)
+        losses, correct = np.zeros(parts), np.zeros(parts, np.int64)
+        flat = x.reshape(len(x), -1)
+        total_loss, right = 0.0, 0
+        with net.sparse_cores():
+            for start in range(0, len(x), batch):
+                images, labels = flat[start:start + batch], y[start:start + batch]
+                count = kernels.part_count(len(images))
+                kernels.evaluate_parts(images, labels, self.weights, self.biases, *self.by_column,
+                                       self.evaluation_tiles, losses[:count], correct[:count])
+                total_loss += losses[:count].sum()
+                right += int(correct[:count].sum())
+        return float(total_loss) / len(x), right / len(x)
 
 
 def by_row_to_by_column(layer):

@@ -197,7 +197,14 @@ class Trainer:
     def record(self):
         """Evaluate on validation and test sets and append to the curve."""
         (x_val, y_val), (x_test, y_test) = self.evaluation_sets()
-        self.curve.append(self.iteration, evaluate(self.net, x_val, y_val), evaluate(self.net, x_test, y_test))
+        self.curve.append(self.iteration, self.evaluate(x_val, y_val), self.evaluate(x_test, y_test))
+
+    def evaluate(self, x, y):
+        """``evaluate`` of the network; a sparse Lenet's by the stretch's kernels (stretch.py)."""
+        self.stretch = stretch.for_trainer(self, self.stretch)
+        if self.stretch is None or x.dtype != self.net.dtype:
+            return evaluate(self.net, x, y)
+        return self.stretch.evaluate(x, y, EVAL_BATCH)
 
     def run(self, until=None, on_eval=None, on_checkpoint=None, checkpoint_every=None, snapshots=()):
         """Train to iteration ``until`` (default: the full budget), evaluating on schedule.
@@ -234,7 +241,7 @@ class Trainer:
 
     def finish(self):
         """Metrics at the end of the budget, including training accuracy on all training data."""
-        _, train_accuracy = evaluate(self.net, self.data.x_train, self.data.y_train)
+        _, train_accuracy = self.evaluate(self.data.x_train, self.data.y_train)
         return summarize(self.curve, train_accuracy)
 
     # ------------------------------------------------------------------ checkpoints

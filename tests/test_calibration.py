@@ -102,8 +102,8 @@ def test_a_real_calibration_finds_sparse_faster_at_one_percent():
 
 def test_sparse_and_dense_are_timed_in_turn_and_the_fastest_kept(monkeypatch):
     """The machine's speed moves from second to second: each mode is timed beside the other."""
-    modes, timings = [], iter([9, 9, 9, 9, 9, 9, 5, 6, 4, 7, 8, 3, 9, 9, 9, 9, 9, 9] * 2)  # (train, evaluation,
-    # steps as a run makes them), sparse then dense
+    # (train, evaluation, steps as a run makes them, its evaluations), sparse then dense
+    modes, timings = [], iter(([99] * 8 + [5, 6, 4, 100, 7, 8, 3, 200] + [99] * 8) * 2)
     monkeypatch.setattr(nets.Network, "set_sparse", lambda net, mode: modes.append(mode) or setattr(net, "sparse", mode)
                         or setattr(net, "sparse_leaves", []) or setattr(net, "sparse_update", None)
                         or setattr(net, "sparse_stack", None))
@@ -112,7 +112,9 @@ def test_sparse_and_dense_are_timed_in_turn_and_the_fastest_kept(monkeypatch):
     assert modes[-12:] == ["on", "on", "off", "off"] * 3
     assert measured["seconds"]["train sparse"] == [5.0] * 2 and measured["seconds"]["evaluation sparse"] == [6.0] * 2
     assert measured["seconds"]["train dense"] == [7.0] * 2 and measured["seconds"]["evaluation dense"] == [8.0] * 2
-    assert measured["seconds"]["stretch sparse"] == [4.0] * 2 and measured["seconds"]["stretch dense"] == [3.0] * 2
+    share = calibration.EVALUATED_PER_STEP / 1000                  # of an evaluation of 1,000 images
+    assert measured["seconds"]["stretch sparse"] == [4.0 + 100 * share] * 2
+    assert measured["seconds"]["stretch dense"] == [3.0 + 200 * share] * 2
 
 
 def test_a_network_with_its_own_thresholds_measures_nothing(measuring):

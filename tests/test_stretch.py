@@ -78,6 +78,7 @@ def test_a_run_makes_the_same_curve_in_stretches(mnist, monkeypatch):
     by_stretch = sparse_trainer(data).run(on_checkpoint=lambda t: checkpoints.setdefault("stretch", []).append(
         t.iteration), checkpoint_every=30, snapshots=(7,))
     monkeypatch.setattr(train.Trainer, "steps", lambda self, count: [self.step() for _ in range(count)])
+    monkeypatch.setattr(train.Trainer, "evaluate", lambda self, x, y: train.evaluate(self.net, x, y))
     by_steps = sparse_trainer(data).run(on_checkpoint=lambda t: checkpoints.setdefault("steps", []).append(
         t.iteration), checkpoint_every=30, snapshots=(7,))
     assert by_stretch.curve.iteration == [0, 20, 40, 60, 70] == by_steps.curve.iteration
@@ -183,3 +184,44 @@ def test_stretch_kernel_matches_numpy_twin(mnist, fast, reference, dtype, images
             if isinstance(a, np.ndarray):
                 np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance)
     assert not np.array_equal(args_fast[theta], before[theta])   # it trained
+
+
+@pytest.mark.parametrize("density", [0.05, 0.11])
+def test_a_sparse_lenet_evaluates_as_the_network_does(mnist, density):
+    """The validation set through the stretch's kernels, in batches of 1,000 (the last of 5,000
+    whole; and of 64, the last partial): the network's loss and accuracy up to float rounding."""
+    trainer = sparse_trainer(small_data(mnist), density=density)
+    trainer.steps(30)
+    x, y = mnist.x_val, mnist.y_val
+    loss, accuracy = train.evaluate(trainer.net, x, y)
+    assert trainer.evaluate(x, y) == (pytest.approx(loss, rel=1e-6), accuracy)
+    assert trainer.stretch is not None                                  # it did evaluate by parts
+    assert trainer.stretch.evaluate(x[:1000], y[:1000], 64) == pytest.approx(train.evaluate(trainer.net, x[:1000],
+                                                                                            y[:1000]), rel=1e-6)
+    dense = sparse_trainer(small_data(mnist), density=1.0 - 1e-9)
+    assert dense.evaluate(x, y) == train.evaluate(dense.net, x, y)    # no stack: the network's own path
+
+
+def evaluation_arguments(dtype):
+    rng = np.random.default_rng(0)
+    net = nets.build("lenet", seed=3, dtype=dtype, sparse="on")
+    net.set_mask(bench.random_mask(net, 0.3, seed=1))
+    made = stretch.SparseStretch(net, 70)
+    made.theta[...] = net.flat_params[made.update.kept]
+    x = rng.random((70, 784)).astype(dtype) * (rng.random((70, 784)) < 0.3)
+    tiles = tuple(np.zeros((3, t.shape[1], kernels.LANES), dtype) for t in made.tiles)
+    return [x, rng.integers(0, 10, 70), made.weights, made.biases, *made.by_column, tiles, np.zeros(3),
+            np.zeros(3, np.int64)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_evaluation_kernel_matches_numpy_twin(dtype):
+    (fast, reference), = kernels.EVALUATION_TWINS
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    args_fast, args_reference = evaluation_arguments(dtype), evaluation_arguments(dtype)
+    single_threaded(fast, *args_fast)
+    reference(*args_reference)
+    for a, b in zip(flat(args_fast), flat(args_reference)):
+        if isinstance(a, np.ndarray):
+            np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance)
+    assert args_fast[-2].sum() > 0 and 0 < args_fast[-1].sum() <= 70

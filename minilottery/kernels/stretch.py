@@ -304,6 +304,55 @@ def momentum_stretch(images, index, scale, labels, weights, biases, col_starts, 
     return index.shape[0], loss
 
 
+@jit
+def evaluate_part(part, x, labels, weights, biases, col_starts, col_rows, tiles):
+    """A part of an evaluation batch x (N, F) through the stack: returns its summed loss (as
+    core.softmax_cross_entropy computes it) and how many of its images the logits' first
+    maximum labels right (np.argmax)."""
+    samples, layers = x.shape[0], len(weights)
+    first = part * LANES
+    count = min(LANES, samples - first)
+    transpose_into_tiles(x[first:first + count], tiles[0][part:part + 1])
+    for layer in range(layers):
+        forward_part(tiles[layer][part], weights[layer], biases[layer], col_starts[layer], col_rows[layer],
+                     tiles[layer + 1][part], count, layer < layers - 1)
+    z = tiles[layers][part]
+    total, correct = 0.0, 0
+    for t in range(count):
+        top, best = z[0, t], 0
+        for k in range(1, z.shape[0]):
+            if z[k, t] > top:
+                top, best = z[k, t], k
+        norm = 0.0
+        for k in range(z.shape[0]):
+            norm += np.exp(z[k, t] - top)
+        label = labels[first + t]
+        total += np.log(norm) + top - z[label, t]
+        correct += best == label
+    return total, correct
+
+
+@jit_parallel
+def evaluate_parts(x, labels, weights, biases, col_starts, col_rows, tiles, losses, correct):
+    """An evaluation batch, a part of 32 images an iteration: losses[part], correct[part]."""
+    for part in prange(losses.size):
+        losses[part], correct[part] = evaluate_part(part, x, labels, weights, biases, col_starts, col_rows, tiles)
+
+
+def evaluate_parts_numpy(x, labels, weights, biases, col_starts, col_rows, tiles, losses, correct):
+    h = x
+    for l in range(len(weights)):
+        into_parts(h, tiles[l])
+        y = h @ dense_weights(weights[l], col_starts[l], col_rows[l], h.shape[1]) + biases[l]
+        h = np.maximum(y, 0) if l < len(weights) - 1 else y
+    into_parts(h, tiles[-1])
+    shifted = h - h.max(axis=1, keepdims=True)
+    each = np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(len(h)), labels]
+    right = np.argmax(h, axis=1) == labels
+    for p in range(losses.size):
+        losses[p], correct[p] = each[p * LANES:(p + 1) * LANES].sum(), right[p * LANES:(p + 1) * LANES].sum()
+
+
 # ----------------------------------------------------------------------------- NumPy twin
 
 def train_step_numpy(images, index, scale, labels, weights, biases, col_starts, col_rows, row_starts, row_cols,
@@ -396,3 +445,4 @@ TWINS = [
     (adam_stretch, adam_stretch_numpy),
     (momentum_stretch, momentum_stretch_numpy),
 ]
+EVALUATION_TWINS = [(evaluate_parts, evaluate_parts_numpy)]
