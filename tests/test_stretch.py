@@ -225,3 +225,14 @@ def test_evaluation_kernel_matches_numpy_twin(dtype):
         if isinstance(a, np.ndarray):
             np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance)
     assert args_fast[-2].sum() > 0 and 0 < args_fast[-1].sum() <= 70
+
+
+def test_the_stretch_gathers_the_dataset_s_floats_exactly():
+    """Every uint8 value through the stretch's gather, compiled inside its fast-math kernels:
+    bit for bit the float32 of pixels / 255 (a float32 division became a product by a rounded
+    1 / 255 there, one ulp off in 126 values of 256)."""
+    pixels = np.arange(256, dtype=np.uint8).reshape(8, 32)            # 8 images of 32 pixels
+    rows, x = np.zeros((kernels.LANES, 32), np.float32), np.zeros((32, kernels.LANES), np.float32)
+    kernels.gather_part(pixels, np.arange(8), np.float32(255), rows, x)
+    exact = pixels.astype(np.float32) / np.float32(255)
+    assert np.array_equal(rows[:8], exact) and np.array_equal(x[:, :8], exact.T)

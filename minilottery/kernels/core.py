@@ -14,14 +14,17 @@ from . import CACHE_LINE, FLUSH_BELOW, jit, jit_inline, jit_nogil, jit_parallel
 
 # ----------------------------------------------------------------------------- the minibatch
 
-@numba.njit(cache=True, error_model="numpy")  # no fast-math: x / 255 rounded as NumPy rounds it
+@numba.njit(cache=True, error_model="numpy")
 def gather_pixels(pixels, index, scale, out):
     """out[r] = pixels[index[r]] / scale: a minibatch of uint8 images as floats.
 
     pixels (N, F) uint8, index (B,), scale of out's dtype (255), out (B, F). MNIST's 60 images
     are 47 KB as pixels against 188 KB as float32, gathered from rows scattered over 43 MB
-    instead of 172 MB. Each value is converted, then divided in out's precision: exactly
-    the float32 that ``pixels.astype(np.float32) / 255.0`` gives (datasets.as_images).
+    instead of 172 MB. Each value is multiplied by 1 / scale in float64 and rounded to out's
+    precision: for every uint8 value, exactly the float32 that ``pixels.astype(np.float32) /
+    255.0`` gives (datasets.as_images). A float32 division was not safe: called from a
+    fast-math kernel (kernels/stretch.py), this one was compiled, and cached, with the
+    division turned into a product by a rounded 1 / 255, one ulp off in 126 of the 256 values.
 
     The rows lie anywhere in memory. A first pass reads one byte of each of their cache
     lines, independent loads whose misses the core overlaps, where the copy would wait for
@@ -33,12 +36,11 @@ def gather_pixels(pixels, index, scale, out):
         row = pixels[index[r]]
         for i in range(0, row.size, CACHE_LINE):
             touched += row[i]
+    inverse = 1.0 / np.float64(scale)
     for r in range(index.size):
         row = pixels[index[r]]
         for i in range(row.size):
-            out[r, i] = row[i]
-        for i in range(row.size):
-            out[r, i] = out[r, i] / scale
+            out[r, i] = np.float64(row[i]) * inverse
     return touched
 
 
