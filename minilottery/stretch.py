@@ -23,6 +23,7 @@ import numpy as np
 
 from . import optim
 from .kernels import aligned_zeros
+from .kernels import parts as part_kernels
 from .kernels import stretch as kernels
 from .sparse import SparseUpdate
 
@@ -35,33 +36,34 @@ class SparseStretch:
         stack = self.stack = net.sparse_stack
         self.net, self.batch_size = net, batch_size
         names = {id(leaf): name for name, leaf in net.leaves}
-        parts, kept = [], []  # (start, stop) in theta of each layer's weights, then its biases
+        spans, kept = [], []  # (start, stop) in theta of each layer's weights, then its biases
         cursor = 0
         for layer in stack.layers:
             name = names[id(layer.layer)]
             weight, bias = net.slices[f"{name}.weight"], net.slices[f"{name}.bias"]
             for positions in (weight.start + layer.col_pos, np.arange(bias.start, bias.stop)):
                 kept.append(positions)
-                parts.append((cursor, cursor + positions.size))
+                spans.append((cursor, cursor + positions.size))
                 cursor += positions.size
         # the flat positions of theta's values; the optimizer's moments gather in the same order
         self.update = SparseUpdate(np.zeros((0, 2), np.int64), np.concatenate(kept))
         self.theta = np.zeros(cursor, net.dtype)
         self.grad = np.zeros(cursor, net.dtype)
-        self.partials = np.zeros((kernels.part_count(batch_size), cursor), net.dtype)
-        self.losses = np.zeros(kernels.part_count(batch_size))
-        self.weights = tuple(self.theta[start:stop] for start, stop in parts[0::2])
-        self.biases = tuple(self.theta[start:stop] for start, stop in parts[1::2])
-        self.partial_w = tuple(self.partials[:, start:stop] for start, stop in parts[0::2])
-        self.partial_b = tuple(self.partials[:, start:stop] for start, stop in parts[1::2])
+        self.partials = np.zeros((part_kernels.part_count(batch_size), cursor), net.dtype)
+        self.losses = np.zeros(part_kernels.part_count(batch_size))
+        self.weights = tuple(self.theta[start:stop] for start, stop in spans[0::2])
+        self.biases = tuple(self.theta[start:stop] for start, stop in spans[1::2])
+        self.partial_w = tuple(self.partials[:, start:stop] for start, stop in spans[0::2])
+        self.partial_b = tuple(self.partials[:, start:stop] for start, stop in spans[1::2])
         self.by_column, self.by_row = (tuple(tuple(getattr(layer, name) for layer in stack.layers) for name in names)
                                        for names in (("col_start", "col_rows"), ("row_start", "row_cols")))
         # the place by column (theta's order) of each layer's k-th kept weight by row
         self.row_pos = tuple(by_row_to_by_column(layer) for layer in stack.layers)
         sizes = [layer.inputs for layer in stack.layers] + [stack.layers[-1].outputs]
-        self.rows = np.zeros((len(self.losses), kernels.LANES, sizes[0]), net.dtype)
-        self.tiles = tuple(aligned_zeros((len(self.losses), size, kernels.LANES), net.dtype) for size in sizes)
-        self.grad_tiles = tuple(aligned_zeros((len(self.losses), size, kernels.LANES), net.dtype) for size in sizes[1:])
+        self.rows = np.zeros((len(self.losses), part_kernels.LANES, sizes[0]), net.dtype)
+        self.tiles = tuple(aligned_zeros((len(self.losses), size, part_kernels.LANES), net.dtype) for size in sizes)
+        self.grad_tiles = tuple(aligned_zeros((len(self.losses), size, part_kernels.LANES), net.dtype)
+                                for size in sizes[1:])
         self.evaluation_tiles = None  # (parts, in_l, LANES) for an evaluation batch, made at the first
 
     def run(self, trainer, count):
@@ -96,22 +98,22 @@ class SparseStretch:
 
     def evaluate(self, x, y, batch):
         """Mean loss and accuracy of the network on (x, y), in batches of ``batch`` images, each
-        split into parts of 32 across the cores as a training step is (kernels/stretch.py):
+        split into parts of 32 across the cores as a training step is (kernels/parts.py):
         what ``train.evaluate`` gives, up to float rounding."""
         net = self.net
         self.theta[...] = net.flat_params[self.update.kept]
-        parts = kernels.part_count(min(batch, len(x)))
+        most = part_kernels.part_count(min(batch, len(x)))  # parts in a batch
         sizes = [layer.inputs for layer in self.stack.layers] + [self.stack.layers[-1].outputs]
-        if self.evaluation_tiles is None or self.evaluation_tiles[0].shape[0] < parts:
-            self.evaluation_tiles = tuple(aligned_zeros((parts, size, kernels.LANES), net.dtype) for size in sizes)
-        losses, correct = np.zeros(parts), np.zeros(parts, np.int64)
+        if self.evaluation_tiles is None or self.evaluation_tiles[0].shape[0] < most:
+            self.evaluation_tiles = tuple(aligned_zeros((most, size, part_kernels.LANES), net.dtype) for size in sizes)
+        losses, correct = np.zeros(most), np.zeros(most, np.int64)
         flat = x.reshape(len(x), -1)
         total_loss, right = 0.0, 0
         with net.sparse_cores():
             for start in range(0, len(x), batch):
                 images, labels = flat[start:start + batch], y[start:start + batch]
-                count = kernels.part_count(len(images))
-                kernels.evaluate_parts(images, labels, self.weights, self.biases, *self.by_column,
+                count = part_kernels.part_count(len(images))
+                part_kernels.evaluate_parts(images, labels, self.weights, self.biases, *self.by_column,
                                        self.evaluation_tiles, losses[:count], correct[:count])
                 total_loss += losses[:count].sum()
                 right += int(correct[:count].sum())

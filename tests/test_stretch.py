@@ -9,6 +9,7 @@ import pytest
 from minilottery import bench, hparams, nets, stretch, train
 from minilottery.datasets import Dataset
 from minilottery.kernels import one_numba_thread, single_threaded
+from minilottery.kernels import parts
 from minilottery.kernels import stretch as kernels
 from twins import flat
 
@@ -209,14 +210,14 @@ def evaluation_arguments(dtype):
     made = stretch.SparseStretch(net, 70)
     made.theta[...] = net.flat_params[made.update.kept]
     x = rng.random((70, 784)).astype(dtype) * (rng.random((70, 784)) < 0.3)
-    tiles = tuple(np.zeros((3, t.shape[1], kernels.LANES), dtype) for t in made.tiles)
+    tiles = tuple(np.zeros((3, t.shape[1], parts.LANES), dtype) for t in made.tiles)
     return [x, rng.integers(0, 10, 70), made.weights, made.biases, *made.by_column, tiles, np.zeros(3),
             np.zeros(3, np.int64)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_evaluation_kernel_matches_numpy_twin(dtype):
-    (fast, reference), = kernels.EVALUATION_TWINS
+    (fast, reference), = parts.TWINS
     tolerance = 1e-5 if dtype == np.float32 else 1e-12
     args_fast, args_reference = evaluation_arguments(dtype), evaluation_arguments(dtype)
     single_threaded(fast, *args_fast)
@@ -232,7 +233,7 @@ def test_the_stretch_gathers_the_dataset_s_floats_exactly():
     bit for bit the float32 of pixels / 255 (a float32 division became a product by a rounded
     1 / 255 there, one ulp off in 126 values of 256)."""
     pixels = np.arange(256, dtype=np.uint8).reshape(8, 32)            # 8 images of 32 pixels
-    rows, x = np.zeros((kernels.LANES, 32), np.float32), np.zeros((32, kernels.LANES), np.float32)
-    kernels.gather_part(pixels, np.arange(8), np.float32(255), rows, x)
+    rows, x = np.zeros((parts.LANES, 32), np.float32), np.zeros((32, parts.LANES), np.float32)
+    parts.gather_part(pixels, np.arange(8), np.float32(255), rows, x)
     exact = pixels.astype(np.float32) / np.float32(255)
     assert np.array_equal(rows[:8], exact) and np.array_equal(x[:, :8], exact.T)
