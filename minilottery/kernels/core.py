@@ -141,21 +141,29 @@ def softmax_cross_entropy(logits, labels, dlogits):
     Stable form: log softmax(z)_k = z_k - max(z) - log sum_j exp(z_j - max(z)).
     The gradient of the mean loss is (softmax(z) - onehot(label)) / N.
     """
-    n_rows, n_classes = logits.shape
+    n_rows = logits.shape[0]
     total = 0.0
     for n in range(n_rows):
-        top = logits[n, 0]
-        for k in range(1, n_classes):
-            top = max(top, logits[n, k])
-        norm = 0.0
-        for k in range(n_classes):
-            dlogits[n, k] = np.exp(logits[n, k] - top)
-            norm += dlogits[n, k]
-        total += np.log(norm) + top - logits[n, labels[n]]
-        for k in range(n_classes):
-            dlogits[n, k] = dlogits[n, k] / norm / n_rows
-        dlogits[n, labels[n]] -= 1.0 / n_rows
+        total += example_cross_entropy(logits[n], labels[n], dlogits[n], n_rows)
     return total / n_rows
+
+
+@jit_inline
+def example_cross_entropy(z, label, dz, samples):
+    """One example's term of ``softmax_cross_entropy``, from its logits z (classes,): fills
+    dz = (softmax(z) - onehot(label)) / samples and returns its loss (in float64). Also the
+    loss of kernels/parts.py, whose logits are a column of a part's tile."""
+    top = z[0]
+    for k in range(1, z.size):
+        top = max(top, z[k])
+    norm = 0.0
+    for k in range(z.size):
+        dz[k] = np.exp(z[k] - top)
+        norm += dz[k]
+    for k in range(z.size):
+        dz[k] = dz[k] / norm / samples
+    dz[label] -= 1.0 / samples
+    return np.log(norm) + top - z[label]
 
 
 def softmax_cross_entropy_numpy(logits, labels, dlogits):

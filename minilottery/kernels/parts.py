@@ -23,7 +23,7 @@ import numpy as np
 from numba import prange
 
 from . import jit, jit_parallel, register_block
-from .core import gather_pixels
+from .core import example_cross_entropy, gather_pixels
 from .sparse import transpose_into_tiles
 
 LANES = 32  # samples per part: two AVX-512 registers of float32
@@ -73,28 +73,16 @@ def forward_part(h, w, b, starts, rows, out, count, relu):
 
 @jit
 def loss_part(z, labels, first, count, samples, dz):
-    """Softmax cross-entropy of the part's logits z (classes, LANES) as core.softmax_cross_entropy
-    computes it: dz = (softmax - onehot) / samples, 0 past the last sample; returns the part's
-    summed loss."""
-    classes = z.shape[0]
+    """Softmax cross-entropy of the part's logits z (classes, LANES), each sample's as
+    core.softmax_cross_entropy computes it: dz = (softmax - onehot) / samples, 0 past the last
+    sample; returns the part's summed loss."""
     total = 0.0
     for t in range(LANES):
-        if t >= count:
-            for k in range(classes):
+        if t < count:
+            total += example_cross_entropy(z[:, t], labels[first + t], dz[:, t], samples)
+        else:
+            for k in range(z.shape[0]):
                 dz[k, t] = 0
-            continue
-        top = z[0, t]
-        for k in range(1, classes):
-            top = max(top, z[k, t])
-        norm = 0.0
-        for k in range(classes):
-            dz[k, t] = np.exp(z[k, t] - top)
-            norm += dz[k, t]
-        label = labels[first + t]
-        total += np.log(norm) + top - z[label, t]
-        for k in range(classes):
-            dz[k, t] = dz[k, t] / norm / samples
-        dz[label, t] -= 1.0 / samples
     return total
 
 
@@ -188,17 +176,15 @@ def evaluate_part(part, x, labels, weights, biases, col_starts, col_rows, tiles)
         forward_part(tiles[layer][part], weights[layer], biases[layer], col_starts[layer], col_rows[layer],
                      tiles[layer + 1][part], count, layer < layers - 1)
     z = tiles[layers][part]
+    unused = np.empty(z.shape[0], z.dtype)  # the loss's gradient, not wanted here
     total, correct = 0.0, 0
     for t in range(count):
-        top, best = z[0, t], 0
-        for k in range(1, z.shape[0]):
-            if z[k, t] > top:
-                top, best = z[k, t], k
-        norm = 0.0
-        for k in range(z.shape[0]):
-            norm += np.exp(z[k, t] - top)
         label = labels[first + t]
-        total += np.log(norm) + top - z[label, t]
+        total += example_cross_entropy(z[:, t], label, unused, samples)
+        best = 0
+        for k in range(1, z.shape[0]):
+            if z[k, t] > z[best, t]:
+                best = k
         correct += best == label
     return total, correct
 
