@@ -38,6 +38,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import files, threads
+from .kernels import AVX512
 
 GRID = (0.02, 0.04, 0.07, 0.1, 0.14, 0.2, 0.28, 0.4)  # densities timed, every layer at one density
 MARGIN = 0.9  # the thresholds sit this fraction of the way to the measured break-even
@@ -47,7 +48,7 @@ ASK_BELOW = 0.5  # sparse.compress asks only when some layer is sparser than thi
 EVALUATED_PER_STEP = 150
 ENVIRONMENT = "MINILOTTERY_SPARSE_THRESHOLDS"
 CACHE_FILE = "sparse-thresholds.json"
-VERSION = 9  # part of the signature: a change to how calibrate() measures makes it measure again
+VERSION = 10  # part of the signature: a change to how calibrate() measures makes it measure again
 
 
 class Thresholds(NamedTuple):
@@ -81,7 +82,8 @@ def signature():
     except (KeyError, TypeError, AttributeError):
         blas = "unknown BLAS"
     kernels = os.environ.get("OPENBLAS_CORETYPE", "chosen by OpenBLAS")
-    return (f"{cpu} | numpy {np.__version__} | {blas} | kernels {kernels} | cores {threads.WORKERS} "
+    vectors = "avx512" if AVX512 else "avx2 or less"  # "AMD EPYC" names both a Zen 2 and a Zen 4 here
+    return (f"{cpu} | {vectors} | numpy {np.__version__} | {blas} | kernels {kernels} | cores {threads.WORKERS} "
             f"| calibration {VERSION}")
 
 

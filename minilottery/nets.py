@@ -17,12 +17,11 @@ a layer hold dL/dW at kept positions and 0 at pruned ones.
 """
 import contextlib
 
-import numba
 import numpy as np
 
 from . import hparams, threads
 from .architectures import BUILDERS, CIFAR_SHAPE, MNIST_SHAPE
-from .kernels import helpers_spin, one_numba_thread
+from .kernels import AVX512, helpers_spin, one_numba_thread
 from .layers import Dense, Dropout
 
 
@@ -155,9 +154,16 @@ class Network:
             return threads.single_threaded_blas()
         return one_numba_thread()
 
-    def numba_threads(self):
-        """How many of Numba's threads a pass under ``sparse_cores`` runs on."""
-        return numba.get_num_threads() if helpers_spin() and not self.pool_threads else 1
+    def hidden_layers_skip(self):
+        """Whether, in a pass on Numba's threads (``numba_passes``), the later Dense layers' products
+        skip ReLU's zeros too, by the first layer's kernel: where its register blocks are AVX-512's
+        (kernels/sparse_input.py). With AVX2's smaller blocks, a Lenet step on a Zen 2 took as long
+        with BLAS for fc2 on two cores and 7% less on one.
+
+        Never by the thread count: that changes the numbers by float rounding. It did, and an
+        ``imp`` on Dask (whose task threads have Numba's count of their own) trained to other
+        weights than the same run in one process."""
+        return AVX512
 
     def forward(self, x, train=False):
         # decided once per pass, so that backward runs under the same cores: an evaluation batch
@@ -172,9 +178,9 @@ class Network:
                 return self.sparse_stack.forward(x)
         if self.input_layer is not None:
             self.input_layer.skips_zeros(x, train)
-        # OpenBLAS is held to one thread on Numba's: where two or more of Numba's share the pass,
-        # the later Dense layers' products run on them too, by the same kernel (on ReLU's zeros)
-        shared = self.numba_passes and self.numba_threads() > 1
+        # OpenBLAS is held to one thread on Numba's: the later Dense layers' products may run on
+        # Numba's threads too, by the same kernel (on ReLU's zeros)
+        shared = self.numba_passes and self.hidden_layers_skip()
         for layer in self.hidden_dense:
             layer.skipping = shared and layer.can_skip(samples, train)
         with self.cores():

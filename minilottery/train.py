@@ -88,14 +88,14 @@ def zeros_order(net, x):
     """An order of the images x that puts those with their zeros in the same places next to
     each other, or None when ``net``'s first layer would not skip their zeros.
 
-    That layer multiplies, for 4 neighbouring images, every pixel nonzero in any of them
-    (kernels/sparse_input.py): 38-39% of the pixels of MNIST's validation and test images in
-    their own order, where one image has 19%. Sorted by which of 49 stretches of their pixels
-    hold any ink, the 4 share more of their zeros: 29.5-30.4%. An evaluation of both sets,
-    59.8 -> 53.8 ms on one core (benchmarks/evaluation_order.py); sorting and copying them,
-    ~35 ms once per run of a Trainer.
-    Each image gets the same logits in any order, so the accuracy is the same; the mean loss
-    is summed in another order, which can change its last digits.
+    That layer multiplies, for a group of neighbouring images (4 with AVX-512, 2 with AVX2:
+    kernels/sparse_input.py), every pixel nonzero in any of them: with 4, 38-39% of the pixels
+    of MNIST's validation and test images in their own order, where one image has 19%. Sorted
+    by which of 49 stretches of their pixels hold any ink, the 4 share more of their zeros:
+    29.5-30.4%. An evaluation of both sets, 59.8 -> 53.8 ms on one core
+    (benchmarks/evaluation_order.py); sorting and copying them, ~35 ms once per run of a Trainer.
+    Each image gets the same logits in any order up to float rounding (BLAS may round a row by
+    its place in the batch), so the accuracy is the same and the mean loss nearly so.
     """
     if net.input_layer is None or not len(x) or not mostly_zeros(np.ascontiguousarray(x)):
         return None

@@ -4,10 +4,11 @@ import numba
 import numpy as np
 import pytest
 
-from minilottery import gradcheck, layers, nets
+from minilottery import gradcheck, layers, nets, optim
 from minilottery.kernels import single_threaded
 from minilottery.kernels import sparse_input as kernels
 from minilottery.layers import Dense
+from minilottery.losses import softmax_cross_entropy
 from twins import assert_twins_agree, run_without_jit
 
 
@@ -17,8 +18,9 @@ def zero_rich(rng, shape, density, dtype=np.float32):
 
 
 # (samples, inputs, outputs): the paper's batch; a shifted last group of samples and of pixels
-# and a shifted last block of columns; exactly one group and one block
-SHAPES = [(60, 784, 300), (7, 10, 65), (4, 4, 64)]
+# and a shifted last block of columns; exactly one group and one block (the block's size is the CPU's)
+GROUP, COLUMNS = kernels.GROUP, kernels.COLUMNS
+SHAPES = [(60, 784, 300), (2 * GROUP - 1, 2 * GROUP + 1, COLUMNS + 1), (GROUP, GROUP, COLUMNS)]
 
 
 def kernel_arguments(name, shape, rng, dtype, transposed=False):
@@ -92,7 +94,7 @@ def test_a_dense_layer_skips_zeros_only_when_there_are_enough(rng):
     layer.initialize(rng)
     assert layer.skips_zeros(zero_rich(rng, (60, 784), 0.19))           # MNIST's density
     assert not layer.skips_zeros(zero_rich(rng, (60, 784), 0.5))        # too few zeros to pay
-    assert not layer.skips_zeros(zero_rich(rng, (3, 784), 0.1))         # smaller than one group
+    assert not layer.skips_zeros(zero_rich(rng, (GROUP - 1, 784), 0.1))  # smaller than one group
     assert not Dense(784, 10).skips_zeros(zero_rich(rng, (60, 784), 0.1))  # narrower than one block
     assert not layer.skips_zeros(zero_rich(rng, (60, 1568), 0.1)[:, ::2])  # not contiguous
     assert layers.SKIP_ZEROS_BELOW == 0.3
@@ -131,12 +133,13 @@ def test_lenet_skipping_zeros_passes_the_gradient_check(rng):
     gradcheck.check_network(net, x, rng.integers(0, 10, 6))
 
 
-@pytest.mark.parametrize("threads, skipping", [(1, ["fc1"]), (2, ["fc1", "fc2"])])
-def test_a_network_skips_zeros_from_its_first_layer_on_images_with_zeros(rng, monkeypatch, threads, skipping):
-    """The first layer skips the zeros of an MNIST-like image; where two or more of Numba's threads
-    share that pass, fc2 runs on them by the same kernel too; fc3 (10 outputs) is narrower than a block."""
+@pytest.mark.parametrize("hidden, skipping", [(False, ["fc1"]), (True, ["fc1", "fc2"])])
+def test_a_network_skips_zeros_from_its_first_layer_on_images_with_zeros(rng, monkeypatch, hidden, skipping):
+    """The first layer skips the zeros of an MNIST-like image; where the kernel's blocks are
+    AVX-512's, fc2 runs by the same kernel too; fc3 (10 outputs) is narrower than a block."""
     net = nets.build("lenet", seed=0)
-    monkeypatch.setattr(net, "numba_threads", lambda: threads)
+    assert net.hidden_layers_skip() == kernels.AVX512
+    monkeypatch.setattr(net, "hidden_layers_skip", lambda: hidden)
     net.forward(zero_rich(rng, (60, 1, 28, 28), 0.19), train=True)
     assert net.skipping and [name for name, layer in net.layers if getattr(layer, "skipping", False)] == skipping
     net.forward(rng.random((60, 1, 28, 28), dtype=np.float32), train=True)  # no zeros: OpenBLAS's threads
@@ -150,11 +153,11 @@ def test_a_pass_on_numbas_threads_gives_blas_numbers(rng, monkeypatch):
     x = zero_rich(rng, (60, 1, 28, 28), 0.19, np.float64)
     labels, bias = rng.integers(0, 10, 60), rng.standard_normal(300) * 0.1
     results = []
-    for threads in (2, 0):
+    for skipping in (True, False):
         net = nets.build("lenet", seed=4, dtype=np.float64)
         net.flat_params[net.slices["fc1.bias"]] = bias  # ReLU's zeros, not all at one sign
-        monkeypatch.setattr(net, "numba_threads", lambda threads=threads: threads)
-        if not threads:
+        monkeypatch.setattr(net, "hidden_layers_skip", lambda skipping=skipping: skipping)
+        if not skipping:
             monkeypatch.setattr(dict(net.layers)["fc1"], "skips_zeros", lambda x, train: False)
         from minilottery.losses import softmax_cross_entropy
         logits = net.forward(x, train=True)
@@ -164,6 +167,29 @@ def test_a_pass_on_numbas_threads_gives_blas_numbers(rng, monkeypatch):
     assert sum(skipped) == 2 and not any(blas_skipped)
     np.testing.assert_allclose(logits, blas_logits, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(grads, blas_grads, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two of Numba's threads")
+def test_a_dense_lenet_trains_to_the_same_numbers_on_one_or_two_of_numbas_threads(rng):
+    """Bit for bit: no product's path may depend on the thread count (a Dask worker's task thread
+    has Numba's count of its own, and an imp on Dask trained to other weights than in one process)."""
+    x = zero_rich(rng, (60, 1, 28, 28), 0.19)
+    labels = rng.integers(0, 10, 60)
+    weights = []
+    for count in (1, 2):
+        net = nets.build("lenet", seed=5)
+        optimizer = optim.make("adam", net)
+        previous = numba.get_num_threads()
+        numba.set_num_threads(count)
+        try:
+            for _ in range(3):
+                net.backward(softmax_cross_entropy(net.forward(x, train=True), labels)[1])
+                optimizer.step(1e-2)
+        finally:
+            numba.set_num_threads(previous)
+        assert net.skipping
+        weights.append(net.flat_params.copy())
+    np.testing.assert_array_equal(weights[0], weights[1])
 
 
 def test_the_kernels_run_without_the_jit():

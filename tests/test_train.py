@@ -65,9 +65,11 @@ def multiplied(x):
 
 
 def test_evaluation_groups_images_by_their_zeros_and_scores_them_the_same(mnist):
-    """Sorted so that 4 neighbouring images share their zeros, the first layer multiplies a
-    fifth fewer pixels; every image keeps its label and its logits, so the accuracy is the
-    same and the loss the same up to the order of its sum."""
+    """Sorted so that neighbouring images share their zeros, the first layer multiplies a
+    fifth fewer pixels; every image keeps its label and its logits up to float rounding, so
+    the accuracy is the same and the loss the same to ~1e-10: the layers that skip zeros give
+    a row the same numbers wherever it lies, but OpenBLAS's AVX2 kernels round a row of the
+    last layer's product by its place in the batch (~1e-7 in a logit on a Zen 2)."""
     net = nets.build("lenet", seed=3)
     x, y = mnist.x_test[:2000], mnist.y_test[:2000]
     order = train.zeros_order(net, x)
@@ -81,7 +83,7 @@ def test_evaluation_groups_images_by_their_zeros_and_scores_them_the_same(mnist)
     np.testing.assert_allclose(net.forward(batch[batch_order]), net.forward(batch)[batch_order], rtol=1e-6, atol=1e-6)
     loss, accuracy = train.evaluate(net, x, y)
     grouped_loss, grouped_accuracy = train.evaluate(net, grouped_x, grouped_y)
-    assert grouped_accuracy == accuracy and grouped_loss == pytest.approx(loss, rel=1e-12)
+    assert grouped_accuracy == accuracy and grouped_loss == pytest.approx(loss, rel=1e-8)
 
 
 def test_evaluation_keeps_the_order_where_the_first_layer_multiplies_every_input(mnist):
@@ -102,7 +104,7 @@ def test_a_run_evaluates_the_grouped_sets(mnist):
     assert multiplied(x_val) < 0.85 * multiplied(mnist.x_val)
     loss, accuracy = train.evaluate(trainer.net, mnist.x_test, mnist.y_test)
     assert trainer.curve.test_accuracy == [accuracy]
-    assert trainer.curve.test_loss[0] == pytest.approx(loss, rel=1e-12)
+    assert trainer.curve.test_loss[0] == pytest.approx(loss, rel=1e-8)  # up to BLAS's rounding (above)
     assert trainer.evaluation_sets()[1][0] is x_test  # sorted once
 
 

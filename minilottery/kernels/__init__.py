@@ -103,6 +103,22 @@ jit_nogil = numba.njit(cache=True, fastmath=FASTMATH, error_model="numpy", nogil
 # Per-element helpers shared by kernels, inlined into each caller so its loop still vectorises.
 jit_inline = numba.njit(cache=True, fastmath=FASTMATH, error_model="numpy", inline="always")
 
+def compiles_for_avx512():
+    """Whether Numba's code here has AVX-512: 32 vector registers of 16 float32, against AVX2's
+    16 of 8. Register blocks are sized by it (kernels/sparse_input.py). From the CPU features
+    Numba compiles for: NUMBA_CPU_FEATURES if set, else the host's."""
+    features = os.environ.get("NUMBA_CPU_FEATURES")
+    if features:
+        return "+avx512f" in features.split(",")
+    try:
+        from llvmlite import binding
+        return bool(binding.get_host_cpu_features().get("avx512f", False))
+    except (ImportError, RuntimeError):
+        return False
+
+
+AVX512 = compiles_for_avx512()
+
 # Values smaller than this are flushed to exactly 0 in optimizer state. Adam's
 # moment estimates of a weight that stops getting gradient decay geometrically
 # (0.9^t) into float32 denormals after ~800 steps, and arithmetic on denormals is

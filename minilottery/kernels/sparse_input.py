@@ -21,10 +21,22 @@ rows first (``transpose``):
     dW          a = x^T: 4 neighbouring pixels, the samples nonzero at any of them (28%)
     dx          a = dy:  4 samples, b = W^T
 
-Each row of b (a W row, or a dy row) that is read serves 4 accumulators of 64 columns,
-so the loop runs on the core's multiply-adds, not on loads from L2: one sample at a
-time, every W row read per nonzero pixel served one accumulator and ran 2.3x slower.
-Output columns go in blocks of 64; the last block is shifted left to end at the last
+Each row of b (a W row, or a dy row) that is read serves GROUP accumulators of COLUMNS
+columns, so the loop runs on the core's multiply-adds, not on loads from L2: one sample
+at a time, every W row read per nonzero pixel served one accumulator and ran 2.3x slower.
+The block of GROUP x COLUMNS accumulators must stay in the vector registers, so its size
+follows the CPU (``AVX512``):
+
+    AVX-512 (Zen 4): 4 x 64, 16 of its 32 registers
+    AVX2 (Zen 2):    2 x 48, 12 of its 16 registers
+
+On a Zen 2, 4 x 64 (32 registers' worth) spilled to memory: Lenet's first layer forward on
+two cores took 270-710 us, BLAS's 270-290, 2 x 48 133-140 (dW 178, 211 and 104-106).
+The inner loop takes two rows a round, so that LLVM vectorises it rather than unrolling it
+whole first (Numba leaves the SLP vectoriser off): a loop over 32 columns, one row at a
+time, ran scalar, 3x slower than BLAS.
+
+Output columns go in blocks of COLUMNS; the last block is shifted left to end at the last
 column (300 = 4 x 64 + 44: the last block is columns 236-299), so no block needs a
 remainder loop; the shifted last group of rows writes only its new rows. Every output
 is computed by one loop iteration in a fixed order, so the numbers do not depend on the
@@ -33,10 +45,10 @@ thread count. Each kernel has a NumPy twin ``<name>_numpy``.
 import numpy as np
 from numba import prange
 
-from . import jit, jit_parallel, register_block
+from . import AVX512, jit, jit_parallel, register_block
 
-GROUP = 4     # samples (forward) or pixels (dW) that share each row read
-COLUMNS = 64  # output columns per register block: four AVX-512 registers of float32
+# samples (forward) or pixels (dW) that share each row read, and output columns per block
+GROUP, COLUMNS = (4, 64) if AVX512 else (2, 48)
 
 
 def fits(samples, inputs, outputs):
@@ -89,10 +101,12 @@ def matmul_skipping_zeros(a, b, bias, out):
                     acc[r, c] = 0
             for q in range(count):
                 k = nonzero_at[q]
-                for r in range(GROUP):
-                    value = values[q, r]
+                for r in range(0, GROUP, 2):  # two rows a round (see the top)
+                    v0, v1 = values[q, r], values[q, r + 1]
                     for c in range(COLUMNS):
-                        acc[r, c] += value * b[k, j0 + c]
+                        w = b[k, j0 + c]
+                        acc[r, c] += v0 * w
+                        acc[r + 1, c] += v1 * w
             for r in range(GROUP):
                 if r >= fresh:
                     for c in range(COLUMNS):
