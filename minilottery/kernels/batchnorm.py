@@ -19,7 +19,7 @@ its second thread to wake on this virtual machine, and a Resnet-18 step has 84 o
 Each walks a channel's (H, W) plane as one loop over its H * W pixels (contiguous in
 NCHW). A loop over a row's W pixels, then the next row, ran partly scalar on small maps:
 LLVM's vectorised loop takes 16-32 float32 a round, more than Resnet-18's 8- and 16-pixel
-rows. Flat, the four kernels took 1.2-1.7x less time on the 16x16 and 8x8 maps (128
+rows. Flat, the four kernels took 1.1-1.8x less time on the 16x16 and 8x8 maps (128
 images, 32 and 64 channels; ``benchmarks/bench_batchnorm.py``).
 
 With ``relu`` the kernels also do the ReLU that follows batch norm in Resnet-18 and
