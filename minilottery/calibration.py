@@ -38,7 +38,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import files, threads
-from .kernels import AVX512
+from .kernels.registers import AVX512
 
 GRID = (0.02, 0.04, 0.07, 0.1, 0.14, 0.2, 0.28, 0.4)  # densities timed, every layer at one density
 MARGIN = 0.9  # the thresholds sit this fraction of the way to the measured break-even

@@ -21,7 +21,8 @@ import numpy as np
 
 from . import hparams, threads
 from .architectures import BUILDERS, CIFAR_SHAPE, MNIST_SHAPE
-from .kernels import AVX512, helpers_spin, one_numba_thread
+from .kernels import helpers_spin, one_numba_thread
+from .kernels.registers import AVX512
 from .layers import Dense, Dropout
 
 

@@ -18,7 +18,7 @@ interior of a larger array (``offset`` rows and columns of padding before the im
         planes[k, r, col] = src[offset + r, slot(offset + col) * K + k] + bias[k]
 
 A transposition reads along one layout and writes across the other. It goes in blocks of
-8 channels x 8 columns (``transpose_block`` in kernels/__init__.py): eight rows of 8 values
+8 channels x 8 columns (``transpose_block`` in kernels/registers.py): eight rows of 8 values
 are loaded as vectors, transposed in registers by 24 shuffles, and stored as eight vectors.
 Element by element, with the block's constant trip counts unrolled, a copy took 0.5 ns per
 value here, more than half of Winograd's input and output transforms; by shuffles ~0.2
@@ -29,7 +29,8 @@ whole block are copied one by one.
 """
 import numpy as np
 
-from . import BLOCK, jit, transpose_block
+from . import jit
+from .registers import BLOCK, transpose_block
 
 
 @jit

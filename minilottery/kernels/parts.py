@@ -22,7 +22,8 @@ is ``evaluate_parts_numpy``, and the training passes' twins are in kernels/stret
 import numpy as np
 from numba import prange
 
-from . import jit, jit_parallel, register_block
+from . import jit, jit_parallel
+from .registers import register_block
 from .core import example_cross_entropy, gather_pixels
 from .sparse import transpose_into_tiles
 

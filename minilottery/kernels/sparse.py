@@ -33,7 +33,8 @@ NumPy twin ``<name>_numpy`` of the same signature and effect; ``TWINS`` lists th
 import numpy as np
 from numba import prange
 
-from . import BLOCK, jit, jit_parallel, transpose_block
+from . import jit, jit_parallel
+from .registers import BLOCK, transpose_block
 from .core import adam_element, adam_update, momentum_element, momentum_update
 
 TILE = 64  # samples per tile: four AVX-512 (eight AVX2) registers of float32

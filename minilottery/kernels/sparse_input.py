@@ -45,7 +45,8 @@ thread count. Each kernel has a NumPy twin ``<name>_numpy``.
 import numpy as np
 from numba import prange
 
-from . import AVX512, jit, jit_parallel, register_block
+from . import jit, jit_parallel
+from .registers import AVX512, register_block
 
 # samples (forward) or pixels (dW) that share each row read, and output columns per block
 GROUP, COLUMNS = (4, 64) if AVX512 else (2, 48)

@@ -26,7 +26,8 @@ db and dx, exactly as above with L = 1.
 import numpy as np
 from numba import prange
 
-from . import jit_parallel, register_block
+from . import jit_parallel
+from .registers import register_block
 from .sparse import TILE, transpose_into_tiles, transpose_into_tiles_numpy
 
 
