@@ -155,16 +155,13 @@ class Network:
             return threads.single_threaded_blas()
         return one_numba_thread()
 
-    def hidden_layers_skip(self):
-        """Whether, in a pass on Numba's threads (``numba_passes``), the later Dense layers' products
-        skip ReLU's zeros too, by the first layer's kernel: where its register blocks are AVX-512's
-        (kernels/sparse_input.py). With AVX2's smaller blocks, a Lenet step on a Zen 2 took as long
-        with BLAS for fc2 on two cores and 7% less on one.
-
-        Never by the thread count: that changes the numbers by float rounding. It did, and an
-        ``imp`` on Dask (whose task threads have Numba's count of their own) trained to other
-        weights than the same run in one process."""
-        return AVX512
+    # Whether, in a pass on Numba's threads (``numba_passes``), the later Dense layers' products
+    # skip ReLU's zeros too, by the first layer's kernel: where its register blocks are AVX-512's
+    # (kernels/sparse_input.py). With AVX2's smaller blocks, a Lenet step on a Zen 2 took as long
+    # with BLAS for fc2 on two cores and 7% less on one. Never by the thread count: that changes
+    # the numbers by float rounding. It did, and an ``imp`` on Dask (whose task threads have
+    # Numba's count of their own) trained to other weights than the same run in one process.
+    hidden_layers_skip = AVX512
 
     def forward(self, x, train=False):
         # decided once per pass, so that backward runs under the same cores: an evaluation batch
@@ -181,7 +178,7 @@ class Network:
             self.input_layer.skips_zeros(x, train)
         # OpenBLAS is held to one thread on Numba's: the later Dense layers' products may run on
         # Numba's threads too, by the same kernel (on ReLU's zeros)
-        shared = self.numba_passes and self.hidden_layers_skip()
+        shared = self.numba_passes and self.hidden_layers_skip
         for layer in self.hidden_dense:
             layer.skipping = shared and layer.can_skip(samples, train)
         with self.cores():

@@ -138,8 +138,8 @@ def test_a_network_skips_zeros_from_its_first_layer_on_images_with_zeros(rng, mo
     """The first layer skips the zeros of an MNIST-like image; where the kernel's blocks are
     AVX-512's, fc2 runs by the same kernel too; fc3 (10 outputs) is narrower than a block."""
     net = nets.build("lenet", seed=0)
-    assert net.hidden_layers_skip() == kernels.AVX512
-    monkeypatch.setattr(net, "hidden_layers_skip", lambda: hidden)
+    assert net.hidden_layers_skip == kernels.AVX512
+    monkeypatch.setattr(net, "hidden_layers_skip", hidden)
     net.forward(zero_rich(rng, (60, 1, 28, 28), 0.19), train=True)
     assert net.skipping and [name for name, layer in net.layers if getattr(layer, "skipping", False)] == skipping
     net.forward(rng.random((60, 1, 28, 28), dtype=np.float32), train=True)  # no zeros: OpenBLAS's threads
@@ -156,7 +156,7 @@ def test_a_pass_on_numbas_threads_gives_blas_numbers(rng, monkeypatch):
     for skipping in (True, False):
         net = nets.build("lenet", seed=4, dtype=np.float64)
         net.flat_params[net.slices["fc1.bias"]] = bias  # ReLU's zeros, not all at one sign
-        monkeypatch.setattr(net, "hidden_layers_skip", lambda skipping=skipping: skipping)
+        monkeypatch.setattr(net, "hidden_layers_skip", skipping)
         if not skipping:
             monkeypatch.setattr(dict(net.layers)["fc1"], "skips_zeros", lambda x, train: False)
         from minilottery.losses import softmax_cross_entropy

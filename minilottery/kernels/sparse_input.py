@@ -49,7 +49,7 @@ from . import jit, jit_parallel
 from .registers import AVX512, register_block
 
 # samples (forward) or pixels (dW) that share each row read, and output columns per block
-GROUP, COLUMNS = (4, 64) if AVX512 else (2, 48)
+GROUP, COLUMNS = (4, 64) if AVX512 else (2, 48)  # GROUP even: the inner loop takes two rows a round
 
 
 def fits(samples, inputs, outputs):
