@@ -44,8 +44,11 @@ def bench_data(net_name):
 
 
 def random_mask(net, density, seed=0):
+    """A random mask keeping about ``density`` of every prunable weight, or of each weight its
+    own density (a dict: name -> density)."""
     rng = np.random.default_rng(seed)
-    return {name: (rng.random(mask.shape) < density).astype(net.dtype) for name, mask in net.masks.items()}
+    kept = density if isinstance(density, dict) else dict.fromkeys(net.masks, density)
+    return {name: (rng.random(mask.shape) < kept[name]).astype(net.dtype) for name, mask in net.masks.items()}
 
 
 def spread(rates):
@@ -281,15 +284,21 @@ def seconds_per_call(work, budget, least=3):
     return (time.perf_counter() - start) / calls
 
 
-def branch_seconds(hp, input_shape, budget=2.0, sparse="auto", data=None, start_at=None):
+def branch_seconds(hp, input_shape, budget=2.0, sparse="auto", data=None, start_at=None, densities=None,
+                   thresholds=None):
     """How long one branch of ``hp`` trains here, from a short timing of training steps and of
     evaluation: iterations × step + every evaluation of the validation and test sets + the
     final training accuracy. On ``data``, the run's own images, when given: Lenet's first layer
     skips MNIST's zeros, and on random images the main job's plan came out 1.4x too long.
     Otherwise on random images of ``input_shape``. ``start_at``: a wall-clock time (time.time())
     until which it trains to warm up, so that processes timing side by side time together.
-    Returns (seconds, timings)."""
-    net = nets.build(hp.net, seed=0, input_shape=input_shape, dropout=hp.dropout, sparse=sparse)
+    ``densities``: a random mask keeping each prunable weight's fraction of them (a round of a
+    run; ``random_mask``), else the dense net; ``thresholds``: the run's sparse thresholds
+    (else this process's, calibration.py). Returns (seconds, timings)."""
+    net = nets.build(hp.net, seed=0, input_shape=input_shape, dropout=hp.dropout, sparse=sparse,
+                     sparse_thresholds=thresholds)
+    if densities is not None:
+        net.set_mask(random_mask(net, densities))
     if data is None:
         data = random_data(input_shape, n_train=max(4 * hp.batch_size, 1000), n_test=train.EVAL_BATCH)
     x_eval, y_eval = train.grouped_by_zeros(net, data.x_test[:train.EVAL_BATCH], data.y_test[:train.EVAL_BATCH])

@@ -8,7 +8,7 @@ import heapq
 import os
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import lottery, threads
 
@@ -51,14 +51,87 @@ class Plan:
     jobs: int
     left: int
     critical_path: int
-    seconds_all_cores: float  # one branch, one job at a time on every core of this machine
-    seconds_one_core: float  # one branch, one job per core, a job on every core
+    seconds_all_cores: list  # a branch of each round, one job at a time on every core of this machine
+    seconds_one_core: list  # a branch of each round, one job per core, a job on every core
+    timed: dict  # cores -> the rounds timed for that many cores a job, the others estimated from them
     wall: dict  # workers -> seconds
 
 
 # Seconds from handing the side-by-side timings to their processes until they start timing
 # together: a spawned worker imports minilottery, loads its kernels and MNIST, and warms up in ~4 s here.
 START_AFTER = 8.0
+# Seconds between the starts of one worker's timings, one round after another: a timing takes
+# its budget, and building the next round's network and mask takes under a second.
+NEXT_AFTER = 2.0
+
+
+def round_densities(experiment, net):
+    """Every round's fraction of each prunable weight that it keeps: layer-wise, n <- n - round(p n)
+    (pruning.counts_after); global pruning removes one rate of the pruned layers together, here
+    spread over them evenly (how it falls on each layer is known only once they are trained)."""
+    from . import pruning
+    hp = experiment.hp
+    if hp.pruning == "global":
+        rate = max(hp.rate(kind) for kind in set(net.kinds.values()))
+        rates = {name: 0.0 if kind in hp.unpruned else rate for name, kind in net.kinds.items()}
+    else:
+        rates = {name: hp.rate(kind) for name, kind in net.kinds.items()}
+    sizes = {name: mask.size for name, mask in net.masks.items()}
+    return [{name: kept / sizes[name] for name, kept in pruning.counts_after(sizes, rates, r).items()}
+            for r in range(experiment.rounds + 1)]
+
+
+def engine(net, densities):
+    """What trains a round at ``densities`` (sparse.py decides): each sparse layer and whether it
+    evaluates through BLAS, and whether the layers train together as a stack in stretches. A
+    round on BLAS costs the same at any density; a sparse one, less the fewer weights it keeps."""
+    from . import bench
+    net.set_mask(bench.random_mask(net, densities))
+    return (tuple((name, leaf.sparse.blas_evaluation) for name, leaf in net.leaves
+                  if getattr(leaf, "sparse", None) is not None), net.sparse_stack is not None)
+
+
+@dataclass
+class Rounds:
+    """The rounds of a run as a plan sees them, for one setting of the sparse thresholds."""
+    densities: list  # each round's fraction kept of each prunable weight (round_densities)
+    kept: list  # each round's fraction kept of all prunable weights together (its Pm)
+    engines: list  # each round's engine
+    timed: list  # the rounds whose branch a plan times
+
+
+def rounds_to_time(experiment, input_shape):
+    """The rounds whose branch a plan times, for ``experiment``'s sparse thresholds: the first
+    round of each engine, and the last one too where the engine is sparse. The main job's
+    rounds 8-10 train as a sparse stack in 49-67 s a branch, rounds 0-7 dense in 87-130 s:
+    timed dense alone, its plan came out 17% long."""
+    net = experiment.build(0, input_shape)
+    densities = round_densities(experiment, net)
+    total = sum(mask.size for mask in net.masks.values())
+    kept = [sum(density * net.masks[name].size for name, density in round_kept.items()) / total
+            for round_kept in densities]
+    engines = [engine(net, round_kept) for round_kept in densities]
+    timed = [r for r, this in enumerate(engines)
+             if r == 0 or this != engines[r - 1]  # the first round of an engine
+             or this[0] and (r + 1 == len(engines) or engines[r + 1] != this)]  # the last of a sparse one
+    return Rounds(densities, kept, engines, timed)
+
+
+def every_round(rounds, seconds):
+    """Each round's branch time from ``seconds``, those of ``rounds.timed``: a round between two
+    timed rounds of its engine on the straight line between them in the weights kept (a sparse
+    kernel's work grows with them), else the time of its engine's first round."""
+    times = []
+    for r, this in enumerate(rounds.engines):
+        same = [t for t in rounds.timed if rounds.engines[t] == this]
+        before = max([t for t in same if t <= r], default=same[0])
+        after = min([t for t in same if t >= r], default=before)
+        if rounds.kept[after] == rounds.kept[before]:
+            times.append(seconds[before])
+        else:
+            share = (rounds.kept[r] - rounds.kept[before]) / (rounds.kept[after] - rounds.kept[before])
+            times.append(seconds[before] + share * (seconds[after] - seconds[before]))
+    return times
 
 
 def on_own_images(experiment):
@@ -75,25 +148,37 @@ def timing_data(experiment, own_images):
     return dataset(experiment.hp.dataset, experiment.data_dir) if own_images else None
 
 
-def side_by_side_branch(experiment, input_shape, budget, own_images, start_at):
-    """One core's branch time, in a worker process of one core, from ``start_at`` on: the
-    other workers time theirs at the same moment, as the run's jobs share the machine."""
+def branches_seconds(experiment, input_shape, budget, data, rounds, start_at=None):
+    """The branch time of each of ``rounds`` (their densities), timed one after another in this
+    process, each from ``start_at`` + NEXT_AFTER + its budget later than the one before."""
     from . import bench
+    seconds = []
+    for index, densities in enumerate(rounds):
+        begin = None if start_at is None else start_at + index * (budget + NEXT_AFTER)
+        seconds.append(bench.branch_seconds(experiment.hp, input_shape, budget, experiment.sparse, data,
+                                            start_at=begin, densities=densities,
+                                            thresholds=experiment.sparse_thresholds)[0])
+    return seconds
+
+
+def side_by_side_branch(experiment, input_shape, budget, own_images, start_at, rounds):
+    """One core's branch times, in a worker process of one core, from ``start_at`` on: the
+    other workers time theirs at the same moments, as the run's jobs share the machine."""
     data = timing_data(experiment, own_images)
-    seconds, _ = bench.branch_seconds(experiment.hp, input_shape, budget, experiment.sparse, data, start_at=start_at)
-    return seconds, os.getpid()
+    return branches_seconds(experiment, input_shape, budget, data, rounds, start_at), os.getpid()
 
 
-def one_core_side_by_side(experiment, input_shape, budget, own_images, cores):
+def one_core_side_by_side(experiment, input_shape, budget, own_images, cores, rounds=(None,)):
     """The branch time of a job on one core while a job runs on every other core too, timed
     in ``cores`` worker processes at once (on one core beside idle ones, Lenet's main job
-    ran 1.1-1.3x slower than timed). Returns [(seconds, worker pid)]."""
+    ran 1.1-1.3x slower than timed), for each of ``rounds`` (densities; None: dense).
+    Returns [(seconds of each round, worker pid)]."""
     from .executors import Processes
     workers = Processes(cores, 1)
     try:
         start_at = time.time() + START_AFTER
-        futures = [workers.submit(side_by_side_branch, experiment, input_shape, budget, own_images, start_at)
-                   for _ in range(cores)]
+        futures = [workers.submit(side_by_side_branch, experiment, input_shape, budget, own_images, start_at,
+                                  list(rounds)) for _ in range(cores)]
         timed = [future.result() for future in futures]
     except BaseException:  # Ctrl-C, or a worker that failed: nothing to wait for
         workers.shutdown(force=True)
@@ -102,27 +187,39 @@ def one_core_side_by_side(experiment, input_shape, budget, own_images, cores):
     return timed
 
 
+def with_thresholds(experiment, folder, cores):
+    """A copy of ``experiment`` with the sparse thresholds its jobs would have on ``cores`` cores each."""
+    started = folder.config() if (folder.root / "config.json").exists() else None
+    return replace(experiment).settle_sparse_thresholds(started, cores)
+
+
 def plan(experiment, folder, input_shape, workers=PLAN_WORKERS, budget=4.0):
-    """Time a training step and an evaluation here (``on_own_images``), then schedule the
-    unfinished jobs on 1, 2, 8, 32 and 128 workers. One worker gets every core of this
-    machine; more workers get one core each, as on a cluster of machines like this one,
-    timed with a job on every core."""
-    from . import bench
+    """Time a branch here (``on_own_images``) at the rounds where what trains it changes
+    (``rounds_to_time``), then schedule the unfinished jobs on 1, 2, 8, 32 and 128 workers. One
+    worker gets every core of this machine; more workers get one core each, as on a cluster of
+    machines like this one, timed with a job on every core."""
     jobs = experiment.jobs()
     left = [job for job in jobs if not folder.branch(job).finished()]
     done = set(jobs) - set(left)
     cores = threads.WORKERS
     own_images = on_own_images(experiment)
-    data = timing_data(experiment, own_images)
-    seconds = {cores: bench.branch_seconds(experiment.hp, input_shape, budget, experiment.sparse, data)[0]}
-    if cores > 1:
-        timed = one_core_side_by_side(experiment, input_shape, budget, own_images, cores)
-        seconds[1] = statistics.median(branch for branch, _ in timed)
+    per_round, timed = {}, {}
+    for job_cores in sorted({cores, 1}, reverse=True):
+        settled = with_thresholds(experiment, folder, job_cores)
+        rounds = rounds_to_time(settled, input_shape)
+        timed[job_cores] = rounds.timed
+        densities = [rounds.densities[r] for r in rounds.timed]
+        if job_cores == cores:
+            seconds = branches_seconds(settled, input_shape, budget, timing_data(experiment, own_images), densities)
+        else:
+            side_by_side = one_core_side_by_side(settled, input_shape, budget, own_images, cores, densities)
+            seconds = [statistics.median(column) for column in zip(*(times for times, _ in side_by_side))]
+        per_round[job_cores] = every_round(rounds, dict(zip(rounds.timed, seconds)))
     wall = {}
     for count in workers:
-        per_job = seconds[cores] if count == 1 else seconds[1]
-        wall[count] = makespan(left, count, lambda job: per_job, done=done)
-    return Plan(len(jobs), len(left), critical_path(experiment), seconds[cores], seconds[1], wall)
+        seconds = per_round[cores] if count == 1 else per_round[1]
+        wall[count] = makespan(left, count, lambda job: seconds[job.round], done=done)
+    return Plan(len(jobs), len(left), critical_path(experiment), per_round[cores], per_round[1], timed, wall)
 
 
 def format_duration(seconds):

@@ -112,6 +112,18 @@ def print_table_header(experiment, executor, folder):
                "early-stop it  test acc there")
 
 
+def by_round(seconds):
+    """Branch times of rounds 0, 1, ... as "0-7 ~1 min 24 s, 8 ~58 s, ...": equal ones together."""
+    from .plan import format_duration
+    runs, start = [], 0
+    for r in range(1, len(seconds) + 1):
+        if r == len(seconds) or round(seconds[r]) != round(seconds[start]):
+            rounds = str(start) if r - 1 == start else f"{start}-{r - 1}"
+            runs.append(f"{rounds} ~{format_duration(seconds[start])}")
+            start = r
+    return ", ".join(runs)
+
+
 def print_plan(experiment, folder):
     """``imp --plan``: the jobs, the critical path and the expected wall time (plan.plan)."""
     from . import datasets, plan, threads
@@ -127,11 +139,16 @@ def print_plan(experiment, folder):
     expected = plan.plan(experiment, folder, input_shape)
     click.echo(f"jobs: {expected.jobs} ({expected.left} not finished); critical path: "
                f"{expected.critical_path} trainings, one after another")
-    click.echo(f"one branch: ~{plan.format_duration(expected.seconds_all_cores)} alone on this machine's "
-               f"{threads.WORKERS} core(s), ~{plan.format_duration(expected.seconds_one_core)} on one core "
+    click.echo(f"one branch: ~{plan.format_duration(expected.seconds_all_cores[0])} alone on this machine's "
+               f"{threads.WORKERS} core(s), ~{plan.format_duration(expected.seconds_one_core[0])} on one core "
                f"with a job on every core")
+    for where, seconds, cores in (("alone", expected.seconds_all_cores, threads.WORKERS),
+                                  ("on one core", expected.seconds_one_core, 1)):
+        if len({round(value) for value in seconds}) > 1:  # sparse rounds train faster
+            click.echo(f"a branch {where}, by round: {by_round(seconds)} "
+                       f"(timed at rounds {', '.join(map(str, expected.timed[cores]))}, the others between)")
     click.echo("workers  expected wall time   (one worker: every core here; more: one core each)")
     for workers, seconds in expected.wall.items():
         click.echo(f"{workers:>7}  {plan.format_duration(seconds)}")
-    floor = expected.critical_path * expected.seconds_one_core
+    floor = sum(expected.seconds_one_core)
     click.echo(f"floor (the critical path on one core per job): {plan.format_duration(floor)}")

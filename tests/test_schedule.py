@@ -231,13 +231,13 @@ def test_a_plan_times_lenet_on_mnist_itself_and_other_datasets_on_random_images(
     from minilottery import bench
     timed = []
 
-    def branch_seconds(hp, input_shape, budget=2.0, sparse="auto", data=None):
+    def branch_seconds(hp, input_shape, budget=2.0, sparse="auto", data=None, **options):
         timed.append((hp.net, input_shape, None if data is None else (data.name, data.x_train.shape)))
         return 60.0, {}
 
-    def side_by_side(experiment, input_shape, budget, own_data, cores):
+    def side_by_side(experiment, input_shape, budget, own_data, cores, rounds):
         timed.append((experiment.hp.net, input_shape, ("side by side", own_data, cores)))
-        return [(70.0, 1)] * cores
+        return [([70.0] * len(rounds), 1)] * cores
 
     monkeypatch.setattr(bench, "branch_seconds", branch_seconds)
     monkeypatch.setattr(plan, "one_core_side_by_side", side_by_side)
@@ -255,9 +255,78 @@ def test_a_plan_times_one_core_with_a_job_on_every_core(monkeypatch):
     timed the main job's branches 1.1-1.3x short)."""
     monkeypatch.setattr(plan, "START_AFTER", 3.0)
     experiment = lottery.Experiment(hparams.from_options("lenet", {"iterations": 100}), rounds=1)
-    timed = plan.one_core_side_by_side(experiment, (1, 28, 28), 0.2, True, 2)
+    dense, sparse = {name: 1.0 for name in ("fc1.weight", "fc2.weight", "fc3.weight")}, {"fc1.weight": 0.05,
+                                                                                       "fc2.weight": 0.05, "fc3.weight": 0.2}
+    timed = plan.one_core_side_by_side(experiment, (1, 28, 28), 0.2, True, 2, [dense, sparse])
     assert len(timed) == 2 and len({pid for _, pid in timed}) == 2 and os.getpid() not in {pid for _, pid in timed}
-    assert all(0 < seconds < 60 for seconds, _ in timed)
+    assert all(len(seconds) == 2 and all(0 < s < 60 for s in seconds) for seconds, _ in timed)
+
+
+def lenet_rounds(thresholds, rounds=10):
+    experiment = lottery.Experiment(hparams.defaults("lenet"), rounds=rounds, sparse_thresholds=thresholds)
+    return plan.rounds_to_time(experiment, (1, 28, 28))
+
+
+def test_a_plan_times_the_first_round_of_each_engine_and_the_last_sparse_one():
+    """The main job's rounds 8-10 trained as a sparse stack in 49-67 s a branch, rounds 0-7 dense in
+    87-130 s: given every round a dense branch's time, its plan came out 17% long."""
+    rounds = lenet_rounds((0.15, 0.06, 0.20))  # fc1 keeps 0.8^r: 0.21 at round 7, 0.17 at round 8
+    assert rounds.timed == [0, 8, 10]
+    assert rounds.engines[:8] == [((), False)] * 8
+    assert all(stack and [name for name, _ in layers] == ["fc1", "fc2", "fc3"] for layers, stack in rounds.engines[8:])
+    assert lenet_rounds((0.12, 0.06, 0.12)).timed == [0, 10]  # 0.8^9 = 0.134, 0.8^10 = 0.107
+    # evaluation moves from BLAS to the sparse kernels below 0.15 (fc1 and fc2 at round 9): timed apart
+    assert lenet_rounds((0.15, 0.15, 0.20)).timed == [0, 8, 9, 10]
+    assert lenet_rounds((0.0, 0.0, 0.0)).timed == [0]  # nothing sparse: one timing serves every round
+    # layers sparse one by one before they stack: fc1 and fc2 below 0.3 from round 6, fc3 (0.9^r) not yet
+    apart = lenet_rounds((0.3, 0.3, 0.11))
+    assert apart.timed == [0, 6, 9, 10] and apart.engines[6][1] is False and apart.engines[10][1] is True
+
+
+def test_a_plans_rounds_keep_what_layer_wise_pruning_keeps():
+    rounds = lenet_rounds((0.12, 0.06, 0.12), rounds=3)
+    sizes = {"fc1.weight": 784 * 300, "fc2.weight": 300 * 100, "fc3.weight": 100 * 10}
+    for r, densities in enumerate(rounds.densities):
+        assert densities["fc1.weight"] == pytest.approx(0.8 ** r, abs=1e-5)
+        assert densities["fc3.weight"] == pytest.approx(0.9 ** r, abs=1e-3)
+        assert rounds.kept[r] == pytest.approx(sum(densities[n] * sizes[n] for n in sizes) / sum(sizes.values()))
+    # global pruning: one rate over the layers, fc's 20%
+    experiment = lottery.Experiment(hparams.from_options("lenet", {"pruning": "global"}), rounds=2)
+    densities = plan.rounds_to_time(experiment, (1, 28, 28)).densities
+    assert all(d == pytest.approx(0.64, abs=1e-5) for d in densities[2].values())
+
+
+def test_every_round_takes_its_engines_time_on_a_line_between_timed_sparse_rounds():
+    dense, stack = ((), False), ((("fc1", False),), True)
+    rounds = plan.Rounds(densities=[{}] * 5, kept=[1.0, 0.8, 0.4, 0.3, 0.2], engines=[dense, dense, stack, stack, stack],
+                         timed=[0, 2, 4])
+    times = plan.every_round(rounds, {0: 100.0, 2: 60.0, 4: 40.0})
+    assert times == pytest.approx([100.0, 100.0, 60.0, 50.0, 40.0])
+
+
+def test_a_plan_gives_each_round_the_time_of_its_engine(monkeypatch, tmp_path):
+    """A stub timing that makes a sparse stack's branch take its kept share of 100 s: the plan's
+    wall time is the makespan of those times, not of the dense round's for every job."""
+    from minilottery import bench
+    started = []
+
+    def branch_seconds(hp, input_shape, budget=2.0, sparse="auto", data=None, start_at=None, densities=None,
+                       thresholds=None):
+        started.append((densities["fc1.weight"], thresholds))
+        return (100.0 if densities["fc1.weight"] > 0.2 else 300 * densities["fc1.weight"]), {}
+
+    monkeypatch.setattr(bench, "branch_seconds", branch_seconds)
+    monkeypatch.setattr(threads, "WORKERS", 1)
+    monkeypatch.setenv("MINILOTTERY_SPARSE_THRESHOLDS", "0.15,0.06,0.2")
+    experiment = lottery.Experiment(hparams.defaults("lenet"), rounds=10)
+    expected = plan.plan(experiment, rundir.RunFolder(tmp_path / "run"), (1, 28, 28), workers=(1, 2), budget=0.1)
+    assert [round(d, 3) for d, _ in started] == [1.0, 0.168, 0.107] and {t for _, t in started} == {(0.15, 0.06, 0.2)}
+    fc1, kept = [0.8 ** r for r in range(11)], lenet_rounds((0.15, 0.06, 0.2)).kept
+    between = 300 * fc1[8] + 300 * (fc1[10] - fc1[8]) * (kept[9] - kept[8]) / (kept[10] - kept[8])  # on the line in Pm
+    assert expected.seconds_one_core == pytest.approx([100.0] * 8 + [300 * fc1[8], between, 300 * fc1[10]], rel=1e-4)
+    assert expected.wall[1] == pytest.approx(2 * sum(expected.seconds_one_core))
+    assert expected.wall[2] == pytest.approx(sum(expected.seconds_one_core))
+    assert expected.wall[1] < 0.85 * 22 * 100  # every branch at the dense time: 2,200 s
 
 
 def test_a_timing_trains_until_it_starts():
