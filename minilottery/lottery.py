@@ -169,14 +169,26 @@ def reinit_seed(experiment, job):
 def prune(experiment, mask, trained, kinds):
     """Step 3: drop the smallest-magnitude weights of θ_j, layer by layer or globally.
     ``kinds`` tells each weight's kind (conv, fc, output, shortcut), as ``net.kinds``."""
-    hp = experiment.hp
     weights = {name: trained[name] for name in mask}
-    if hp.pruning == "global":
-        # one rate for the whole network: the largest of its kinds' rates
-        # (conv 20% for Resnet-18 and VGG-19; fc 20% for a globally pruned Lenet)
-        rate = max(hp.rate(kind) for kind in set(kinds.values()))
-        return pruning.prune_global(mask, weights, rate, unpruned_weights(experiment, kinds))
-    return pruning.prune_layerwise(mask, weights, {name: hp.rate(kind) for name, kind in kinds.items()})
+    if experiment.hp.pruning == "global":
+        return pruning.prune_global(mask, weights, global_rate(experiment, kinds), unpruned_weights(experiment, kinds))
+    return pruning.prune_layerwise(mask, weights, layer_rates(experiment, kinds))
+
+
+def global_rate(experiment, kinds):
+    """Global pruning's one rate for the whole network: the largest of its kinds' rates
+    (conv 20% for Resnet-18 and VGG-19; fc 20% for a globally pruned Lenet)."""
+    return max(experiment.hp.rate(kind) for kind in set(kinds.values()))
+
+
+def layer_rates(experiment, kinds):
+    """The fraction p each round removes of each layer's remaining weights: its kind's rate,
+    or under global pruning the one rate (which falls on each layer as its magnitudes decide;
+    this is its share on average). Unpruned layers: 0."""
+    if experiment.hp.pruning == "global":
+        rate, unpruned = global_rate(experiment, kinds), unpruned_weights(experiment, kinds)
+        return {name: 0.0 if name in unpruned else rate for name in kinds}
+    return {name: experiment.hp.rate(kind) for name, kind in kinds.items()}
 
 
 def unpruned_weights(experiment, kinds):

@@ -2,7 +2,9 @@
 
 ``makespan`` runs the driver's rule (ready jobs in priority order, as soon as a worker
 is free) on estimated durations; the driver uses it for the time left, ``plan`` for the
-expected wall time of a whole run from a short timing of a training step here.
+expected wall time of a whole run from short timings of a branch here: one for each engine
+its rounds train on (BLAS on the masked weights, sparse layers, a sparse stack), since
+IMP's later rounds keep fewer weights and may train on the sparse kernels in less time.
 """
 import heapq
 import os
@@ -66,16 +68,12 @@ NEXT_AFTER = 2.0
 
 
 def round_densities(experiment, net):
-    """Every round's fraction of each prunable weight that it keeps: layer-wise, n <- n - round(p n)
-    (pruning.counts_after); global pruning removes one rate of the pruned layers together, here
-    spread over them evenly (how it falls on each layer is known only once they are trained)."""
+    """Every round's fraction of each prunable weight that it keeps: n <- n - round(p n) per
+    round (pruning.counts_after) with each layer's p (lottery.layer_rates; global pruning's
+    one rate spread over the pruned layers evenly, as how it falls on each is known only once
+    they are trained)."""
     from . import pruning
-    hp = experiment.hp
-    if hp.pruning == "global":
-        rate = max(hp.rate(kind) for kind in set(net.kinds.values()))
-        rates = {name: 0.0 if kind in hp.unpruned else rate for name, kind in net.kinds.items()}
-    else:
-        rates = {name: hp.rate(kind) for name, kind in net.kinds.items()}
+    rates = lottery.layer_rates(experiment, net.kinds)
     sizes = {name: mask.size for name, mask in net.masks.items()}
     return [{name: kept / sizes[name] for name, kept in pruning.counts_after(sizes, rates, r).items()}
             for r in range(experiment.rounds + 1)]
@@ -111,9 +109,10 @@ def rounds_to_time(experiment, input_shape):
     kept = [sum(density * net.masks[name].size for name, density in round_kept.items()) / total
             for round_kept in densities]
     engines = [engine(net, round_kept) for round_kept in densities]
-    timed = [r for r, this in enumerate(engines)
-             if r == 0 or this != engines[r - 1]  # the first round of an engine
-             or this[0] and (r + 1 == len(engines) or engines[r + 1] != this)]  # the last of a sparse one
+    first = [r == 0 or engines[r] != engines[r - 1] for r in range(len(engines))]
+    last = [r + 1 == len(engines) or engines[r] != engines[r + 1] for r in range(len(engines))]
+    sparse = [bool(layers) for layers, _ in engines]
+    timed = [r for r in range(len(engines)) if first[r] or (last[r] and sparse[r])]
     return Rounds(densities, kept, engines, timed)
 
 
@@ -124,7 +123,7 @@ def every_round(rounds, seconds):
     times = []
     for r, this in enumerate(rounds.engines):
         same = [t for t in rounds.timed if rounds.engines[t] == this]
-        before = max([t for t in same if t <= r], default=same[0])
+        before = max(t for t in same if t <= r)  # the engine's first round is timed
         after = min([t for t in same if t >= r], default=before)
         if rounds.kept[after] == rounds.kept[before]:
             times.append(seconds[before])
@@ -168,7 +167,7 @@ def side_by_side_branch(experiment, input_shape, budget, own_images, start_at, r
     return branches_seconds(experiment, input_shape, budget, data, rounds, start_at), os.getpid()
 
 
-def one_core_side_by_side(experiment, input_shape, budget, own_images, cores, rounds=(None,)):
+def one_core_side_by_side(experiment, input_shape, budget, own_images, cores, rounds):
     """The branch time of a job on one core while a job runs on every other core too, timed
     in ``cores`` worker processes at once (on one core beside idle ones, Lenet's main job
     ran 1.1-1.3x slower than timed), for each of ``rounds`` (densities; None: dense).
