@@ -46,7 +46,6 @@ def _stack_pointer(typingctx, count, dtype):
     element = dtype.dtype
 
     def codegen(context, builder, signature, args):
-        from llvmlite import ir
         value_type = context.get_value_type(element)
         slot = cgutils.alloca_once(builder, ir.ArrayType(value_type, count.literal_value))
         return builder.bitcast(slot, value_type.as_pointer())
