@@ -15,7 +15,7 @@ biases zero.
 import numpy as np
 
 from . import threads
-from .kernels import core, sparse_input
+from .kernels import blas, core, sparse_input
 
 # A network's first Dense layer skips the zeros of its input (kernels/sparse_input.py) when
 # fewer than this fraction of the batch's entries are nonzero. Those kernels do the
@@ -52,6 +52,7 @@ class Dense(Layer):
     prunable = ("weight",)
     sparse = None  # a sparse.SparseDense when the network trains this layer at its kept weights only
     skipping = False  # this pass skips the input's zeros: set by the network (``skips_zeros``)
+    side_by_side = False  # this pass's BLAS products run two at a time on Numba's threads (kernels/blas.py): set by the network
 
     def __init__(self, in_features, out_features, dtype=np.float32):
         super().__init__()
@@ -87,11 +88,16 @@ class Dense(Layer):
     def dense_forward(self, x):
         """x @ W + b over all of W, by BLAS or, in a pass that skips them, without the zeros of x."""
         self.skipping = self.skipping and x.flags.c_contiguous  # the kernel is compiled for C order
+        self.side_by_side = self.side_by_side and x.flags.c_contiguous
         if self.skipping:                           # the same product without the zeros of x
             y = np.empty((x.shape[0], self.out_features), x.dtype)
             sparse_input.forward_skipping_zeros(x, self.params["weight"], self.params["bias"], y)
             return y
-        y = threads.matmul(x, self.params["weight"])  # (N, out)
+        if self.side_by_side:                       # OpenBLAS on each of Numba's threads
+            y = np.empty((x.shape[0], self.out_features), x.dtype)
+            blas.forward(x, self.params["weight"], y)
+        else:
+            y = threads.matmul(x, self.params["weight"])  # (N, out)
         core.add_bias(y, self.params["bias"])
         return y
 
@@ -99,11 +105,15 @@ class Dense(Layer):
         if self.sparse is not None:
             return self.sparse.backward(dy, need_dx)
         # dW = x^T dy,  db = sum_n dy,  dx = dy W^T (skipped for the network's first layer)
+        core.bias_grad(dy, self.grads["bias"])
+        if self.side_by_side:                       # dW beside dx, each by OpenBLAS on one thread
+            dx = np.empty((dy.shape[0], self.in_features), dy.dtype) if need_dx else None
+            blas.backward(self.x, np.ascontiguousarray(dy), self.params["weight"], self.grads["weight"], dx)
+            return dx
         if self.skipping:
             sparse_input.weight_grad_skipping_zeros(self.x, dy, self.grads["weight"])
         else:
             threads.matmul(self.x.T, dy, out=self.grads["weight"])
-        core.bias_grad(dy, self.grads["bias"])
         if not need_dx:
             return None
         if self.skipping and sparse_input.fits(dy.shape[0], self.out_features, self.in_features):

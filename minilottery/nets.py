@@ -21,7 +21,7 @@ import numpy as np
 
 from . import hparams, threads
 from .architectures import BUILDERS, CIFAR_SHAPE, MNIST_SHAPE
-from .kernels import helpers_spin, one_numba_thread
+from .kernels import blas, helpers_spin, one_numba_thread
 from .kernels.registers import AVX512
 from .layers import Dense, Dropout
 
@@ -79,7 +79,9 @@ class Network:
         # Lenet's fc1 sees the images themselves, four fifths zeros on MNIST: it may skip them
         first = self.layers[self.first_trainable][1] if with_params else None
         self.input_layer = first if isinstance(first, Dense) else None
-        self.hidden_dense = [leaf for _, leaf in self.leaves if isinstance(leaf, Dense) and leaf is not self.input_layer]
+        self.dense = [leaf for _, leaf in self.leaves if isinstance(leaf, Dense)]
+        self.hidden_dense = [leaf for leaf in self.dense if leaf is not self.input_layer]
+        self.blas_side_by_side = blas.AVAILABLE and self.dtype in blas.GEMM
         self.pool_threads = any(getattr(leaf, "winograd", False) for _, leaf in self.leaves)
 
     @staticmethod
@@ -177,10 +179,13 @@ class Network:
         if self.input_layer is not None:
             self.input_layer.skips_zeros(x, train)
         # OpenBLAS is held to one thread on Numba's: the later Dense layers' products may run on
-        # Numba's threads too, by the same kernel (on ReLU's zeros)
+        # Numba's threads too, by the same kernel (on ReLU's zeros), and the products left to
+        # BLAS two at a time, one call of OpenBLAS on each thread (kernels/blas.py)
         shared = self.numba_passes and self.hidden_layers_skip
         for layer in self.hidden_dense:
             layer.skipping = shared and layer.can_skip(samples, train)
+        for layer in self.dense:
+            layer.side_by_side = self.numba_passes and not layer.skipping and self.blas_side_by_side
         with self.cores():
             for _, layer in self.layers:
                 x = layer.forward(x, train)

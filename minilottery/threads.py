@@ -70,6 +70,13 @@ _set_blas_threads = _function(_library, "openblas_set_num_threads_local")
 _set_blas_threads_global = _function(_library, "scipy_openblas_set_num_threads64_")
 
 
+def openblas_address(name):
+    """The address of OpenBLAS's function ``name``, for kernels that call it (kernels/blas.py);
+    0 if NumPy's BLAS is not its bundled OpenBLAS or has no such function."""
+    function = getattr(_library, name, None) if _library is not None else None
+    return ctypes.cast(function, ctypes.c_void_p).value or 0 if function is not None else 0
+
+
 def use_cores(count):
     """Run this process's work on ``count`` cores: OpenBLAS's threads, Numba's, and the pool's.
 
