@@ -49,9 +49,17 @@ def test_kernel_matches_numpy_twin(fast, reference, dtype, layout):
                        tolerance)
 
 
-@pytest.mark.parametrize("columns, split", [(100, 48), (300, 144), (10, 5), (17, 8), (1, 0)])
+@pytest.mark.parametrize("columns, split", [(100, 48), (300, 144), (16, 8), (15, 0), (10, 0), (1, 0)])
 def test_the_columns_are_cut_near_the_middle_on_a_register(columns, split):
     assert blas.column_split(columns) == split
+
+
+def test_a_product_too_narrow_to_cut_is_numpys_own(rng):
+    """fc3's 10 columns: one call, NumPy's numbers bit for bit."""
+    x, w = rng.standard_normal((60, 100)).astype(np.float32), rng.standard_normal((100, 10)).astype(np.float32)
+    y = np.full((60, 10), np.nan, np.float32)
+    blas.forward(x, w, y)
+    np.testing.assert_array_equal(y, x @ w)
 
 
 @pytest.mark.parametrize("need_dx", [True, False])
