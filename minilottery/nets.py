@@ -159,10 +159,11 @@ class Network:
 
     # Whether, in a pass on Numba's threads (``numba_passes``), the later Dense layers' products
     # skip ReLU's zeros too, by the first layer's kernel: where its register blocks are AVX-512's
-    # (kernels/sparse_input.py). With AVX2's smaller blocks, a Lenet step on a Zen 2 took as long
-    # with BLAS for fc2 on two cores and 7% less on one. Never by the thread count: that changes
-    # the numbers by float rounding. It did, and an ``imp`` on Dask (whose task threads have
-    # Numba's count of their own) trained to other weights than the same run in one process.
+    # (kernels/sparse_input.py); else they are BLAS's, two calls at a time (kernels/blas.py). With
+    # AVX2's smaller blocks, a Lenet step on a Zen 2 took 2% longer with fc2 by the kernel on two
+    # cores and 6% longer on one. Never by the thread count: that changes the numbers by float
+    # rounding. It did, and an ``imp`` on Dask (whose task threads have Numba's count of their
+    # own) trained to other weights than the same run in one process.
     hidden_layers_skip = AVX512
 
     def forward(self, x, train=False):

@@ -14,10 +14,12 @@ So a network with Winograd convolutions runs its passes inside ``pool_owns_cores
 OpenBLAS stays on one thread (its helper sleeps for good), and ``matmul`` splits the
 rows of a fully connected layer's products over the pool instead.
 
-A Lenet with sparse layers (sparse.py) is a third case: its passes are Numba kernels
-of tens of microseconds, which Numba's own threads share when they spin briefly
-between kernels (``kernels.helpers_spin``); OpenBLAS then stays on one thread for
-the dense layers beside them, for the same reason (nets.Network.cores).
+A Lenet with sparse layers (sparse.py), or whose first layer skips the zeros of MNIST
+(kernels/sparse_input.py), is a third case: its passes are Numba kernels of tens of
+microseconds, which Numba's own threads share when they spin briefly between kernels
+(``kernels.helpers_spin``); OpenBLAS then stays on one thread for the dense layers beside
+them, for the same reason (nets.Network.cores), and those layers' products run two at a
+time, one call of OpenBLAS on each of Numba's threads (kernels/blas.py).
 """
 import contextlib
 import ctypes
