@@ -95,7 +95,7 @@ class Dense(Layer):
             return y
         if self.side_by_side:                       # OpenBLAS on each of Numba's threads
             y = np.empty((x.shape[0], self.out_features), x.dtype)
-            blas.forward(x, self.params["weight"], y)
+            blas.by_columns(x, self.params["weight"], y)
         else:
             y = threads.matmul(x, self.params["weight"])  # (N, out)
         core.add_bias(y, self.params["bias"])

@@ -76,7 +76,7 @@ def openblas_address(name):
     """The address of OpenBLAS's function ``name``, for kernels that call it (kernels/blas.py);
     0 if NumPy's BLAS is not its bundled OpenBLAS or has no such function."""
     function = getattr(_library, name, None) if _library is not None else None
-    return ctypes.cast(function, ctypes.c_void_p).value or 0 if function is not None else 0
+    return 0 if function is None else ctypes.cast(function, ctypes.c_void_p).value
 
 
 def use_cores(count):

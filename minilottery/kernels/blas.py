@@ -125,19 +125,15 @@ def column_split(columns):
 
 
 def by_columns(a, b, out):
-    """out = a @ b, the columns of b and out in two parts side by side; one product on this
-    thread where they are too few to cut (fc3's 10: 15 us in two parts, 10 in one)."""
+    """out = a @ b (a layer's forward: x (N, in) @ W (in, out), no bias), the columns of b and
+    out in two parts side by side; one product on this thread where they are too few to cut
+    (fc3's 10: 15 us in two parts, 10 in one)."""
     split = column_split(b.shape[1])
     if split == 0:
         np.matmul(a, b, out=out)
         return
     products_side_by_side(GEMM[out.dtype], SET_THREADS, two_threads(), a, b[:, :split], out[:, :split],
                           a, b[:, split:], out[:, split:])
-
-
-def forward(x, w, y):
-    """y = x W (no bias): x (N, in), W (in, out), y (N, out) written."""
-    by_columns(x, w, y)
 
 
 def backward(x, dy, w, dw, dx=None):
