@@ -7,22 +7,9 @@ import pytest
 from minilottery import gradcheck, nets
 from minilottery.kernels import blas
 from minilottery.layers import Dense
-from twins import assert_twins_agree
+from twins import assert_twins_agree, both_ways, on_threads, zero_rich
 
 pytestmark = pytest.mark.skipif(not blas.AVAILABLE, reason="NumPy's BLAS is not its bundled 64-bit OpenBLAS")
-
-
-def zero_rich(rng, shape, density, dtype=np.float32):
-    return ((rng.random(shape) < density) * (1 - rng.random(shape))).astype(dtype)
-
-
-def on_threads(count, function, *args):
-    previous = numba.get_num_threads()
-    numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
-    try:
-        return function(*args)
-    finally:
-        numba.set_num_threads(previous)
 
 
 def product_arguments(rng, dtype, layout):
@@ -58,7 +45,7 @@ def test_a_product_too_narrow_to_cut_is_numpys_own(rng):
     """fc3's 10 columns: one call, NumPy's numbers bit for bit."""
     x, w = rng.standard_normal((60, 100)).astype(np.float32), rng.standard_normal((100, 10)).astype(np.float32)
     y = np.full((60, 10), np.nan, np.float32)
-    blas.forward(x, w, y)
+    blas.by_columns(x, w, y)
     np.testing.assert_array_equal(y, x @ w)
 
 
@@ -71,13 +58,7 @@ def test_a_dense_layer_side_by_side_gives_what_blas_gives(rng, need_dx, dtype):
     layer.initialize(rng)
     layer.params["bias"][...] = rng.standard_normal(100)
     x, dy = rng.standard_normal((60, 300)).astype(dtype), rng.standard_normal((60, 100)).astype(dtype)
-    results = []
-    for side_by_side in (False, True):
-        layer.side_by_side = side_by_side
-        y = layer.forward(x, train=True)
-        dx = layer.backward(dy.copy(), need_dx)
-        results.append((y, dx, layer.grads["weight"].copy(), layer.grads["bias"].copy()))
-    (y, dx, dw, db), (y_side, dx_side, dw_side, db_side) = results
+    (y, dx, dw, db), (y_side, dx_side, dw_side, db_side) = both_ways(layer, "side_by_side", x, dy, need_dx)
     tolerance = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(y_side, y, rtol=tolerance, atol=tolerance)
     np.testing.assert_array_equal(db_side, db)
@@ -99,7 +80,7 @@ def test_the_numbers_do_not_depend_on_the_thread_count(rng, need_dx):
     for count in (1, 2):
         y, dw = np.full((60, 100), np.nan, np.float32), np.full((300, 100), np.nan, np.float32)
         dx = np.full((60, 300), np.nan, np.float32) if need_dx else None
-        on_threads(count, blas.forward, x, w, y)
+        on_threads(count, blas.by_columns, x, w, y)
         on_threads(count, blas.backward, x, dy, w, dw, dx)
         results.append([a for a in (y, dw, dx) if a is not None])
     for one, two in zip(*results):

@@ -9,12 +9,7 @@ from minilottery.kernels import single_threaded
 from minilottery.kernels import sparse_input as kernels
 from minilottery.layers import Dense
 from minilottery.losses import softmax_cross_entropy
-from twins import assert_twins_agree, run_without_jit
-
-
-def zero_rich(rng, shape, density, dtype=np.float32):
-    """Values in (0, 1] at a fraction ``density`` of the entries, 0 elsewhere (like MNIST's pixels)."""
-    return ((rng.random(shape) < density) * (1 - rng.random(shape))).astype(dtype)
+from twins import assert_twins_agree, both_ways, on_threads, run_without_jit, zero_rich
 
 
 # (samples, inputs, outputs): the paper's batch; a shifted last group of samples and of pixels
@@ -80,12 +75,7 @@ def test_the_numbers_do_not_depend_on_the_thread_count(rng, kernel):
     args = kernel_arguments(name, (62, 102, 130), rng, np.dtype(np.float32))
     one = [a.copy() for a in args]
     single_threaded(kernel, *one)
-    previous = numba.get_num_threads()
-    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-    try:
-        kernel(*args)
-    finally:
-        numba.set_num_threads(previous)
+    on_threads(numba.config.NUMBA_NUM_THREADS, kernel, *args)
     assert np.array_equal(one[-1], args[-1]) and not np.isnan(args[-1]).any()
 
 
@@ -106,13 +96,7 @@ def test_skipping_zeros_gives_what_blas_gives(rng, need_dx):
     layer.initialize(rng)
     layer.params["bias"][...] = rng.standard_normal(300)
     x, dy = zero_rich(rng, (60, 784), 0.19), rng.standard_normal((60, 300)).astype(np.float32)
-    results = []
-    for skip in (False, True):
-        layer.skipping = skip
-        y = layer.forward(x, train=True)
-        dx = layer.backward(dy.copy(), need_dx)
-        results.append((y, dx, layer.grads["weight"].copy(), layer.grads["bias"].copy()))
-    (y, dx, dw, db), (y_skip, dx_skip, dw_skip, db_skip) = results
+    (y, dx, dw, db), (y_skip, dx_skip, dw_skip, db_skip) = both_ways(layer, "skipping", x, dy, need_dx)
     np.testing.assert_allclose(y_skip, y, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(dw_skip, dw, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(db_skip, db)
@@ -179,14 +163,12 @@ def test_a_dense_lenet_trains_to_the_same_numbers_on_one_or_two_of_numbas_thread
     for count in (1, 2):
         net = nets.build("lenet", seed=5)
         optimizer = optim.make("adam", net)
-        previous = numba.get_num_threads()
-        numba.set_num_threads(count)
-        try:
+
+        def train(net=net, optimizer=optimizer):
             for _ in range(3):
                 net.backward(softmax_cross_entropy(net.forward(x, train=True), labels)[1])
                 optimizer.step(1e-2)
-        finally:
-            numba.set_num_threads(previous)
+        on_threads(count, train)
         assert net.skipping
         weights.append(net.flat_params.copy())
     np.testing.assert_array_equal(weights[0], weights[1])

@@ -1,9 +1,11 @@
 """The shared checks that a Numba kernel and its NumPy twin agree (STYLE.md, point 4), and
-that the kernels still run as plain Python with the JIT switched off."""
+that the kernels still run as plain Python with the JIT switched off; and the inputs and
+runs that the tests of Lenet's Dense paths share (a layer's two ways, a thread count)."""
 import os
 import subprocess
 import sys
 
+import numba
 import numpy as np
 
 
@@ -41,3 +43,30 @@ def run_without_jit(code, timeout=120):
     """Run ``code`` in a fresh interpreter with NUMBA_DISABLE_JIT=1 (every kernel as Python)."""
     env = {**os.environ, "NUMBA_DISABLE_JIT": "1", "PYTHONPATH": os.getcwd()}
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def zero_rich(rng, shape, density, dtype=np.float32):
+    """Values in (0, 1] at a fraction ``density`` of the entries, 0 elsewhere (like MNIST's pixels)."""
+    return ((rng.random(shape) < density) * (1 - rng.random(shape))).astype(dtype)
+
+
+def both_ways(layer, switch, x, dy, need_dx):
+    """A Dense layer's forward and backward with its attribute ``switch`` off, then on:
+    [(y, dx, dW, db)] for each (dx None where not needed)."""
+    results = []
+    for on in (False, True):
+        setattr(layer, switch, on)
+        y = layer.forward(x, train=True)
+        dx = layer.backward(dy.copy(), need_dx)
+        results.append((y, dx, layer.grads["weight"].copy(), layer.grads["bias"].copy()))
+    return results
+
+
+def on_threads(count, function, *args):
+    """``function(*args)`` on ``count`` of Numba's threads (at most its pool's)."""
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
+    try:
+        return function(*args)
+    finally:
+        numba.set_num_threads(previous)
